@@ -1,0 +1,133 @@
+"""``semtrust points`` and ``semtrust replay``: model recorded trajectories."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from semtrust.cli.common import hex32
+from semtrust.errors import InputError
+from semtrust.events.reader import FORMATS, read_records
+from semtrust.events.record import Aggregate, LogRecord
+from semtrust.model.coefficient import event_coefficient
+from semtrust.model.modelfile import load_model, render_model
+from semtrust.model.tma import TMA
+
+_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default=None,
+    help="Trajectory format (default: detected from the first line).",
+)
+
+
+@click.command()
+@click.argument("trajectory", type=click.Path(dir_okay=False, allow_dash=True))
+@_FORMAT
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Model whose pseudonyms apply.")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a model with a key but no signature.")
+def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsigned: bool) -> None:
+    """Print one coefficient per input event, in input order."""
+    pseudonyms: frozenset[bytes] = frozenset()
+    if model_path:
+        pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned).pseudonyms)
+    out = sys.stdout
+    buf: list[str] = []
+    for _line, rec in read_records(trajectory, fmt):
+        if isinstance(rec, Aggregate | LogRecord):
+            continue
+        buf.append(event_coefficient(rec, pseudonyms).hex())
+        if len(buf) >= 4096:
+            out.write("\n".join(buf) + "\n")
+            buf.clear()
+    if buf:
+        out.write("\n".join(buf) + "\n")
+    out.flush()
+
+
+@click.command()
+@click.argument("trajectory", type=click.Path(dir_okay=False, allow_dash=True))
+@_FORMAT
+@click.option("--model", "model_path", type=click.Path(dir_okay=False),
+              help="Load this model first (points, pseudonyms, base, seal).")
+@click.option("--model-key", type=click.Path(dir_okay=False),
+              help="Require the model to be signed by this public key.")
+@click.option("--allow-unsigned", is_flag=True, help="Accept a model with a key but no signature.")
+@click.option("--seal", is_flag=True, help="Seal before replaying: new points become forensics.")
+@click.option("--enforce", is_flag=True,
+              help="Seal and count denials (as an enforcing sensor would).")
+@click.option("--aggregate", "aggregate_hex", metavar="HEX", help="Hardware aggregate (64 hex).")
+@click.option("--base", "base_hex", metavar="HEX", help="Base nonce (64 hex).")
+@click.option("--output-model", type=click.Path(dir_okay=False), help="Write the resulting model.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Count and report bad records instead of stopping.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def replay(
+    trajectory: str, fmt: str | None, model_path: str | None, model_key: str | None,
+    allow_unsigned: bool, seal: bool, enforce: bool, aggregate_hex: str | None,
+    base_hex: str | None, output_model: str | None, skip_invalid: bool, as_json: bool,
+) -> None:
+    """Run a trajectory through a TMA and print its measurement and state."""
+    base = hex32(base_hex, "--base")
+    aggregate = hex32(aggregate_hex, "--aggregate")
+    tma = TMA(keep_events=output_model is not None)
+    if model_path:
+        model = load_model(model_path, key=model_key, allow_unsigned=allow_unsigned)
+        tma.load_model(model, base=base, aggregate=aggregate)
+    else:
+        if base is not None:
+            tma.set_base(base)
+        if aggregate is not None:
+            tma.set_aggregate(aggregate)
+    if enforce:
+        tma.enforce()
+    elif seal:
+        tma.seal()
+
+    skipped: list[InputError] = []
+    logs = denied = untrusted_events = 0
+    for _line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
+                                   on_skip=skipped.append,
+                                   on_warning=lambda m: click.echo(f"semtrust: {m}", err=True)):
+        if isinstance(rec, Aggregate):
+            tma.set_aggregate(rec.value)
+            continue
+        if isinstance(rec, LogRecord):
+            logs += 1
+            continue
+        verdict = tma.update(rec)
+        if not verdict.trusted:
+            untrusted_events += 1
+            denied += verdict.deny
+    for exc in skipped[:10]:
+        click.echo(f"semtrust: skipped: {exc}", err=True)
+    if len(skipped) > 10:
+        click.echo(f"semtrust: skipped {len(skipped) - 10} more invalid records", err=True)
+
+    if output_model:
+        try:
+            with open(output_model, "w", encoding="utf-8") as fp:
+                fp.write(render_model(tma))
+        except OSError as exc:
+            raise InputError(f"cannot write: {exc.strerror}", source=output_model) from None
+
+    summary = {
+        "events": tma.events,
+        "points": len(tma.points()),
+        "measurement": tma.measurement.hex(),
+        "state": tma.state().hex(),
+        "forensics": tma.forensics_count,
+        "aggregate": (tma.aggregate or bytes(32)).hex(),
+        "base": tma.base.hex(),
+        "mode": tma.mode.value,
+        "untrusted_events": untrusted_events,
+        "denied": denied,
+        "logs": logs,
+        "skipped": len(skipped),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            click.echo(f"{key} {value}")

@@ -1,0 +1,56 @@
+"""One-line human descriptions of events, for model comments, diffs and consoles."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from semtrust.events.record import (
+    Event,
+    FileCell,
+    Inet6Addr,
+    InetAddr,
+    LegacyEvent,
+    MmapCell,
+    OtherAddr,
+    SocketAddrCell,
+    SocketCreateCell,
+    TaskKillCell,
+    UnixAddr,
+)
+
+
+def _addr(cell: SocketAddrCell) -> str:
+    a = cell.addr
+    if isinstance(a, InetAddr):
+        ip = ipaddress.IPv4Address(a.address.to_bytes(4, "little"))
+        port = int.from_bytes((a.port & 0xFFFF).to_bytes(2, "little"), "big")
+        return f"{ip}:{port}"
+    if isinstance(a, Inet6Addr):
+        port = int.from_bytes((a.port & 0xFFFF).to_bytes(2, "little"), "big")
+        return f"[{ipaddress.IPv6Address(a.address)}]:{port}"
+    if isinstance(a, UnixAddr):
+        return f"unix:{a.address}"
+    assert isinstance(a, OtherAddr)
+    return f"family {cell.sock.family} {a.address.hex()[:16]}"
+
+
+def describe(ev: Event | LegacyEvent) -> str:
+    """``type process object`` in a single line (no newlines, bounded length)."""
+    if isinstance(ev, LegacyEvent):
+        return f"{ev.type} (legacy record)"
+    obj = ""
+    cell = ev.cell
+    if isinstance(cell, FileCell):
+        obj = cell.file.path.pathname
+    elif isinstance(cell, MmapCell):
+        where = cell.file.path.pathname if cell.file is not None else "anonymous"
+        obj = f"{where} prot={cell.prot:#x}"
+    elif isinstance(cell, SocketCreateCell):
+        obj = f"family={cell.family} type={cell.type} protocol={cell.protocol}"
+    elif isinstance(cell, SocketAddrCell):
+        obj = _addr(cell)
+    elif isinstance(cell, TaskKillCell):
+        obj = f"sig={cell.sig} target={cell.target.hex()[:16]}"
+    text = " ".join(x for x in (ev.type, ev.process or "?", obj) if x)
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text[:300]

@@ -1,0 +1,378 @@
+"""TSEM JSON export records: parse into canonical events and format them back.
+
+The reference parser reads every scalar as a quoted string, converts numbers
+with C ``strtoll`` (base 0) and un-escapes strings by dropping a backslash and
+keeping the next character. We let ``json.loads`` do the tokenising and apply
+those rules on top, so a record parses here exactly as it does in the
+reference TMA (spec §3.1).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from semtrust.errors import InputError
+from semtrust.events.names import EVENT_NAME_SET, EXPLICIT_CELLS
+from semtrust.events.numbers import hexbytes, strtoll, u16, u32, u64
+from semtrust.events.record import (
+    Aggregate,
+    Cell,
+    Coe,
+    Event,
+    FileCell,
+    FileDesc,
+    GenericCell,
+    Inet6Addr,
+    InetAddr,
+    Inode,
+    LogRecord,
+    MmapCell,
+    OtherAddr,
+    PathName,
+    Record,
+    SockAddr,
+    SockDesc,
+    SocketAddrCell,
+    SocketCreateCell,
+    TaskKillCell,
+    UnixAddr,
+)
+
+_JSONObj = dict[str, Any]
+
+# ``\X`` -> ``X`` (C rule), except ``\"`` and ``\\`` which JSON needs and which
+# decode to the same character under both rules.
+_C_ESCAPE = re.compile(r'\\([^"\\])')
+_decoder = json.JSONDecoder(strict=False)
+
+
+def _loads(text: str) -> Any:
+    if "\\" in text:
+        text = _C_ESCAPE.sub(r"\1", text)
+    return _decoder.decode(text)
+
+
+def _obj(parent: _JSONObj, key: str, path: str) -> _JSONObj:
+    try:
+        value = parent[key]
+    except KeyError:
+        raise InputError("missing object", field=f"{path}{key}") from None
+    if not isinstance(value, dict):
+        raise InputError("expected an object", field=f"{path}{key}")
+    return value
+
+
+def _str(parent: _JSONObj, key: str, path: str) -> str:
+    try:
+        value = parent[key]
+    except KeyError:
+        raise InputError("missing key", field=f"{path}{key}") from None
+    if not isinstance(value, str):
+        raise InputError("expected a quoted string", field=f"{path}{key}")
+    return value
+
+
+def _u32(parent: _JSONObj, key: str, path: str) -> int:
+    return u32(_str(parent, key, path), f"{path}{key}")
+
+
+def _hex(parent: _JSONObj, key: str, path: str, size: int | None) -> bytes:
+    return hexbytes(_str(parent, key, path), f"{path}{key}", size)
+
+
+def _opt_u32(parent: _JSONObj, key: str, path: str) -> int | None:
+    return _u32(parent, key, path) if key in parent else None
+
+
+def _unhashed(parent: _JSONObj, key: str, path: str) -> int:
+    """A number the reference never parses: kept for display, never an error."""
+    value = parent.get(key)
+    if not isinstance(value, str):
+        return 0
+    try:
+        return strtoll(value, f"{path}{key}") & 0xFFFFFFFF
+    except InputError:
+        return 0
+
+
+def _parse_coe(d: _JSONObj) -> Coe:
+    c = _obj(d, "COE", "")
+    p = "COE."
+    return Coe(
+        _u32(c, "uid", p), _u32(c, "euid", p), _u32(c, "suid", p),
+        _u32(c, "gid", p), _u32(c, "egid", p), _u32(c, "sgid", p),
+        _u32(c, "fsuid", p), _u32(c, "fsgid", p),
+        u64(_str(c, "capeff", p), "COE.capeff"),
+    )
+
+
+def _parse_file(cell: _JSONObj, path: str) -> FileDesc:
+    f = _obj(cell, "file", path)
+    fp = f"{path}file."
+    i = _obj(f, "inode", fp)
+    ip = f"{fp}inode."
+    s_id = _str(i, "s_id", ip)
+    if len(s_id.encode("utf-8", "surrogateescape")) > 31:
+        raise InputError("s_id longer than 31 bytes", field=f"{ip}s_id")
+    inode = Inode(
+        _u32(i, "uid", ip), _u32(i, "gid", ip),
+        u16(_str(i, "mode", ip), f"{ip}mode"),
+        _u32(i, "s_magic", ip), s_id, _hex(i, "s_uuid", ip, 16),
+    )
+    pa = _obj(f, "path", fp)
+    pp = f"{fp}path."
+    instance = 0
+    owner = None
+    if "instance" in pa:
+        instance = u64(_str(pa, "instance", pp), f"{pp}instance")
+        if instance:
+            owner = _hex(pa, "owner", pp, 32)
+    dev_major = dev_minor = None
+    if "dev" in pa:
+        dev = _obj(pa, "dev", pp)
+        dev_major = _unhashed(dev, "major", f"{pp}dev.")
+        dev_minor = _unhashed(dev, "minor", f"{pp}dev.")
+    pathname = _str(pa, "pathname", pp)
+    if instance and "/" not in pathname:
+        raise InputError("created-in-namespace path has no '/'", field=f"{pp}pathname")
+    name = PathName(pathname, _str(pa, "type", pp), instance, owner, dev_major, dev_minor)
+    return FileDesc(_u32(f, "flags", fp), inode, name, _hex(f, "digest", fp, 32))
+
+
+def _parse_sock(cell: _JSONObj, path: str) -> SockDesc:
+    s = _obj(cell, "sock", path)
+    sp = f"{path}sock."
+    return SockDesc(
+        _u32(s, "family", sp), _u32(s, "type", sp), _u32(s, "protocol", sp),
+        _hex(s, "owner", sp, 32),
+    )
+
+
+def _parse_addr(cell: _JSONObj, family: int, path: str, accept: bool) -> SockAddr:
+    a = _obj(cell, "addr", path)
+    ap = f"{path}addr."
+    if family == 2:
+        v4 = _obj(a, "af_inet", ap)
+        p4 = f"{ap}af_inet."
+        port = _unhashed(v4, "port", p4) if accept else _u32(v4, "port", p4)
+        return InetAddr(port, _u32(v4, "address", p4))
+    if family == 10:
+        v6 = _obj(a, "af_inet6", ap)
+        p6 = f"{ap}af_inet6."
+        port = _unhashed(v6, "port", p6)
+        if accept:
+            flow, scope = _unhashed(v6, "flow", p6), _unhashed(v6, "scope", p6)
+        else:
+            flow, scope = _u32(v6, "flow", p6), _u32(v6, "scope", p6)
+        return Inet6Addr(port, flow, scope, _hex(v6, "address", p6, 16))
+    if family == 1:
+        un = _obj(a, "af_unix", ap)
+        address = _str(un, "address", f"{ap}af_unix.")
+        if len(address.encode("utf-8", "surrogateescape")) > 108:
+            raise InputError("AF_UNIX path longer than 108 bytes", field=f"{ap}af_unix.address")
+        return UnixAddr(address)
+    other = _obj(a, "af_other", ap)
+    return OtherAddr(_hex(other, "address", f"{ap}af_other.", 32))
+
+
+def _parse_cell(name: str, d: _JSONObj) -> Cell:
+    if name not in EXPLICIT_CELLS:
+        body = d.get(name, {})
+        return GenericCell(_dump(body))
+    cell = _obj(d, name, "")
+    p = f"{name}."
+    if name == "file_open":
+        return FileCell(_parse_file(cell, p))
+    if name == "mmap_file":
+        file = _parse_file(cell, p) if "file" in cell else None
+        return MmapCell(_u32(cell, "prot", p), _u32(cell, "flags", p), file)
+    if name == "socket_create":
+        return SocketCreateCell(
+            _u32(cell, "family", p), _u32(cell, "type", p), _u32(cell, "protocol", p),
+            _u32(cell, "kern", p),
+        )
+    if name == "task_kill":
+        return TaskKillCell(
+            _hex(cell, "target", p, 32), _u32(cell, "sig", p), _u32(cell, "cross_ns", p)
+        )
+    sock = _parse_sock(cell, p)
+    return SocketAddrCell(sock, _parse_addr(cell, sock.family, p, name == "socket_accept"))
+
+
+def _parse_event(d: _JSONObj, export: str) -> Event:
+    ev = _obj(d, "event", "")
+    name = _str(ev, "type", "event.")
+    if name not in EVENT_NAME_SET:
+        raise InputError(f"unknown event type {name!r}", field="event.type")
+    task_id = _hex(ev, "task_id", "event.", None)
+    coe = _parse_coe(d)
+    cell = _parse_cell(name, d)
+    p = "event."
+    return Event(
+        name, task_id, coe, cell, export,
+        pid=_opt_u32(ev, "pid", p),
+        tnum=u64(_str(ev, "tnum", p), "event.tnum") if "tnum" in ev else None,
+        context=u64(_str(ev, "context", p), "event.context") if "context" in ev else None,
+        number=u64(_str(ev, "number", p), "event.number") if "number" in ev else None,
+        process=_str(ev, "process", p) if "process" in ev else None,
+        ttd=u64(_str(ev, "ttd", p), "event.ttd") if "ttd" in ev else None,
+        p_ttd=u64(_str(ev, "p_ttd", p), "event.p_ttd") if "p_ttd" in ev else None,
+        p_task_id=_hex(ev, "p_task_id", p, None) if "p_task_id" in ev else None,
+        ts=u64(_str(ev, "ts", p), "event.ts") if "ts" in ev else None,
+    )
+
+
+def parse_object(d: Any) -> Record:
+    """Turn one decoded export record into a canonical record."""
+    if not isinstance(d, dict):
+        raise InputError("a record must be a JSON object")
+    if "export" in d:
+        export = _str(_obj(d, "export", ""), "type", "export.")
+    elif "aggregate" in d and "event" not in d:
+        export = "aggregate"
+    elif "log" in d and "event" not in d:
+        export = "log"
+    else:
+        export = "event"
+    if export == "aggregate":
+        return Aggregate(_hex(_obj(d, "aggregate", ""), "value", "aggregate.", 32))
+    if export == "log" and "event" not in d:
+        lg = _obj(d, "log", "")
+        return LogRecord(
+            _str(lg, "process", "log."), _str(lg, "event", "log."), _str(lg, "action", "log.")
+        )
+    if export not in ("event", "async_event", "log"):
+        raise InputError(f"unknown export type {export!r}", field="export.type")
+    return _parse_event(d, export)
+
+
+def parse_record(text: str, *, source: str = "<string>", line: int = 0) -> Record:
+    """Parse one JSON export line; errors name ``source``, ``line`` and the field."""
+    try:
+        d = _loads(text)
+    except ValueError as exc:
+        raise InputError(f"not a JSON record: {exc}", source=source, line=line) from None
+    except RecursionError:
+        raise InputError("record nested too deeply", source=source, line=line) from None
+    try:
+        return parse_object(d)
+    except InputError as exc:
+        raise exc.located(source, line) from None
+
+
+# --------------------------------------------------------------------------- format
+
+
+def _q(s: str) -> str:
+    """Quote a string so the C rule reads it back unchanged (``\\"`` and ``\\\\``)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _format_file(f: FileDesc) -> str:
+    i, p = f.inode, f.path
+    path = []
+    if p.dev_major is not None or p.dev_minor is not None:
+        path.append(
+            f'"dev": {{"major": "{p.dev_major or 0}", "minor": "{p.dev_minor or 0}"}}'
+        )
+    if p.instance:
+        owner = (p.owner or bytes(32)).hex()
+        path.append(f'"owner": "{owner}", "instance": "{p.instance}"')
+    path.append(f'"type": {_q(p.type)}, "pathname": {_q(p.pathname)}')
+    return (
+        f'"file": {{"flags": "{f.flags}", "inode": {{"uid": "{i.uid}", "gid": "{i.gid}", '
+        f'"mode": "0{i.mode:o}", "s_magic": "0x{i.s_magic:x}", "s_id": {_q(i.s_id)}, '
+        f'"s_uuid": "{i.s_uuid.hex()}"}}, "path": {{{", ".join(path)}}}, '
+        f'"digest": "{f.digest.hex()}"}}'
+    )
+
+
+def _format_addr(addr: SockAddr) -> str:
+    if isinstance(addr, InetAddr):
+        return f'"af_inet": {{"port": "{addr.port}", "address": "{addr.address}"}}'
+    if isinstance(addr, Inet6Addr):
+        return (
+            f'"af_inet6": {{"port": "{addr.port}", "flow": "{addr.flow}", '
+            f'"scope": "{addr.scope}", "address": "{addr.address.hex()}"}}'
+        )
+    if isinstance(addr, UnixAddr):
+        return f'"af_unix": {{"address": {_q(addr.address)}}}'
+    return f'"af_other": {{"address": "{addr.address.hex()}"}}'
+
+
+def format_cell(cell: Cell) -> str:
+    """The CELL object's body (without its key) in ABI-v4 shape."""
+    if isinstance(cell, FileCell):
+        return "{" + _format_file(cell.file) + "}"
+    if isinstance(cell, MmapCell):
+        parts = [_format_file(cell.file)] if cell.file is not None else []
+        parts.append(f'"prot": "{cell.prot}", "flags": "{cell.flags}"')
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(cell, SocketCreateCell):
+        return (
+            f'{{"family": "{cell.family}", "type": "{cell.type}", '
+            f'"protocol": "{cell.protocol}", "kern": "{cell.kern}"}}'
+        )
+    if isinstance(cell, SocketAddrCell):
+        s = cell.sock
+        return (
+            f'{{"sock": {{"family": "{s.family}", "type": "{s.type}", '
+            f'"protocol": "{s.protocol}", "owner": "{s.owner.hex()}"}}, '
+            f'"addr": {{{_format_addr(cell.addr)}}}}}'
+        )
+    if isinstance(cell, TaskKillCell):
+        return (
+            f'{{"target": "{cell.target.hex()}", "sig": "{cell.sig}", '
+            f'"cross_ns": "{cell.cross_ns}"}}'
+        )
+    return cell.body
+
+
+_HEADER_INTS = ("pid", "tnum", "context", "number")
+
+
+def format_event(ev: Event, *, export: bool = True) -> str:
+    """One JSON export line (no newline); ``export=False`` drops the wrapper."""
+    head: list[str] = []
+    for key in _HEADER_INTS:
+        value = getattr(ev, key)
+        if value is not None:
+            head.append(f'"{key}": "{value}"')
+    if ev.process is not None:
+        head.append(f'"process": {_q(ev.process)}')
+    head.append(f'"type": "{ev.type}"')
+    if ev.ttd is not None:
+        head.append(f'"ttd": "{ev.ttd}"')
+    if ev.p_ttd is not None:
+        head.append(f'"p_ttd": "{ev.p_ttd}"')
+    head.append(f'"task_id": "{ev.task_id.hex()}"')
+    if ev.p_task_id is not None:
+        head.append(f'"p_task_id": "{ev.p_task_id.hex()}"')
+    if ev.ts is not None:
+        head.append(f'"ts": "{ev.ts}"')
+    c = ev.coe
+    coe = (
+        f'"COE": {{"uid": "{c.uid}", "euid": "{c.euid}", "suid": "{c.suid}", '
+        f'"gid": "{c.gid}", "egid": "{c.egid}", "sgid": "{c.sgid}", "fsuid": "{c.fsuid}", '
+        f'"fsgid": "{c.fsgid}", "capeff": "0x{c.capeff:x}"}}'
+    )
+    body = f'"event": {{{", ".join(head)}}}, {coe}, "{ev.type}": {format_cell(ev.cell)}'
+    if export:
+        return f'{{"export": {{"type": "{ev.export}"}}, {body}}}'
+    return "{" + body + "}"
+
+
+def format_aggregate(value: bytes) -> str:
+    """The ``aggregate`` export record."""
+    return f'{{"export": {{"type": "aggregate"}}, "aggregate": {{"value": "{value.hex()}"}}}}'
+
+
+def generic_body(obj: Any) -> str:
+    """The canonical text of a generic CELL object (what parsing produces)."""
+    return _dump(obj)

@@ -1,0 +1,89 @@
+"""Number and string rules of the reference parser.
+
+The reference TMA converts every numeric string with C ``strtoll(s, NULL, 0)``
+and un-escapes strings by dropping a backslash and taking the next character
+literally. Coefficients only match if we do exactly the same (spec §3.1).
+"""
+
+from __future__ import annotations
+
+import re
+
+from semtrust.errors import InputError
+
+_INT64_MAX = (1 << 63) - 1
+_INT64_MIN = -(1 << 63)
+_U32_MAX = 0xFFFFFFFF
+_U16_MAX = 0xFFFF
+
+_STRTOLL = re.compile(
+    r"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?"
+)
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def strtoll(text: str, field: str = "") -> int:
+    """C ``strtoll(text, NULL, 0)``: prefix-parse, stop at the first bad character.
+
+    Out-of-range values (ERANGE) raise, as the reference treats them as errors.
+    """
+    if text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1):
+        value = int(text)
+    else:
+        m = _STRTOLL.match(text)
+        assert m is not None  # the pattern can match the empty string
+        sign, digits = m.group(1), m.group(2)
+        if not digits:
+            return 0
+        if digits[:2] in ("0x", "0X"):
+            value = int(digits[2:], 16)
+        elif digits[0] == "0":
+            value = int(digits, 8)
+        else:
+            value = int(digits)
+        if sign == "-":
+            value = -value
+    if value > _INT64_MAX or value < _INT64_MIN:
+        raise InputError(f"number out of range: {text!r}", field=field)
+    return value
+
+
+def u32(text: str, field: str) -> int:
+    """An unsigned 32-bit field; negative or larger values are errors."""
+    value = strtoll(text, field)
+    if value < 0 or value > _U32_MAX:
+        raise InputError(f"value {text!r} does not fit in 32 bits", field=field)
+    return value
+
+
+def u16(text: str, field: str) -> int:
+    """An unsigned 16-bit field (the inode mode in the JSON format)."""
+    value = strtoll(text, field)
+    if value < 0 or value > _U16_MAX:
+        raise InputError(f"value {text!r} does not fit in 16 bits", field=field)
+    return value
+
+
+def u64(text: str, field: str) -> int:
+    """A 64-bit mask read as signed (``-1`` is all ones), as the reference does."""
+    return strtoll(text, field) & 0xFFFFFFFFFFFFFFFF
+
+
+def hexbytes(text: str, field: str, size: int | None = None) -> bytes:
+    """Decode a hex string; ``size`` bytes exactly when given, else any non-empty even length."""
+    if not text or len(text) % 2 or not _HEXDIGITS.issuperset(text):
+        raise InputError(f"not a hex string: {text[:80]!r}", field=field)
+    value = bytes.fromhex(text)
+    if size is not None and len(value) != size:
+        raise InputError(f"expected {size} bytes of hex, got {len(value)}", field=field)
+    return value
+
+
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def c_unescape(text: str) -> str:
+    """Drop each backslash and keep the next character literally (``\\n`` -> ``n``)."""
+    if "\\" not in text:
+        return text
+    return _ESCAPE.sub(r"\1", text)

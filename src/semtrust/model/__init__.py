@@ -1,0 +1,1 @@
+"""Modeling: coefficient functions, the TMA, model files and signed models."""

@@ -1,0 +1,192 @@
+"""Security model files in the reference format (spec §4).
+
+A model is a text file of ``aggregate``/``base``/``pseudonym``/``state``/
+``seal``/``end`` lines, optionally preceded by a ``key`` line and followed by a
+``signature`` line. The signature covers every line before it, each followed by
+one NUL byte. Unlike the reference loader, a model that names a key but carries
+no signature is refused unless the caller allows unsigned models: a stripped
+signature must not downgrade a signed model silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from semtrust.errors import InputError, ModelError, SignatureError
+from semtrust.events.describe import describe
+from semtrust.events.numbers import hexbytes
+from semtrust.model import signing
+from semtrust.model.tma import TMA
+
+MAX_MODEL_BYTES = 64 << 20
+
+
+@dataclass
+class Model:
+    """A parsed model file."""
+
+    source: str
+    aggregate: bytes | None = None
+    base: bytes | None = None
+    points: list[bytes] = field(default_factory=list)
+    pseudonyms: list[bytes] = field(default_factory=list)
+    sealed: bool = False
+    ended: bool = False
+    comments: list[str] = field(default_factory=list)
+    key_pem: bytes | None = None
+    signed: bool = False
+    digest: bytes = b""
+    body_lines: list[str] = field(default_factory=list)
+
+
+def _hex32(text: str, source: str, line: int, what: str) -> bytes:
+    try:
+        return hexbytes(text.strip(), what, 32)
+    except InputError as exc:
+        raise ModelError(exc.message, source=source, line=line, field=what) from None
+
+
+def parse_model(
+    data: bytes,
+    *,
+    source: str = "<model>",
+    key_pem: bytes | None = None,
+    allow_unsigned: bool = False,
+) -> Model:
+    """Parse and, where signed, verify a model; ``key_pem`` pins the expected signer."""
+    model = Model(source=source, digest=hashlib.sha256(data).digest())
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"not UTF-8 text (byte {exc.start})", source=source) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    signed_data = bytearray()
+    signature_seen = False
+    for n, raw in enumerate(lines, 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if signature_seen:
+            raise ModelError("content after the signature line", source=source, line=n)
+        if line.startswith("signature "):
+            if model.key_pem is None:
+                raise ModelError("signature without a key line", source=source, line=n,
+                                 field="signature")
+            try:
+                signing.verify_model_signature(model.key_pem, bytes(signed_data), line[10:])
+            except SignatureError as exc:
+                raise SignatureError(exc.message, source=source, line=n,
+                                     field="signature") from None
+            model.signed = True
+            signature_seen = True
+            continue
+        signed_data += line.encode() + b"\0"
+        if model.ended and not line.startswith("#"):
+            raise ModelError("content after 'end'", source=source, line=n)
+        if line.startswith("#"):
+            model.comments.append(line)
+        elif line.startswith("key "):
+            if model.key_pem is not None:
+                raise ModelError("more than one key line", source=source, line=n, field="key")
+            try:
+                model.key_pem = signing.decode_key_line(line[4:])
+            except SignatureError as exc:
+                raise SignatureError(exc.message, source=source, line=n, field="key") from None
+        elif line.startswith("base "):
+            model.base = _hex32(line[5:], source, n, "base")
+        elif line.startswith("aggregate "):
+            model.aggregate = _hex32(line[10:], source, n, "aggregate")
+        elif line.startswith("state "):
+            if model.sealed:
+                raise ModelError("state after seal", source=source, line=n, field="state")
+            model.points.append(_hex32(line[6:], source, n, "state"))
+        elif line.startswith("pseudonym "):
+            model.pseudonyms.append(_hex32(line[10:], source, n, "pseudonym"))
+        elif line == "seal":
+            model.sealed = True
+        elif line == "end":
+            model.ended = True
+        else:
+            word = line.split(" ", 1)[0][:40] or "(empty line)"
+            raise ModelError(f"unknown model line {word!r}", source=source, line=n)
+        model.body_lines.append(line)
+    if model.key_pem is not None and not model.signed and not allow_unsigned:
+        raise SignatureError(
+            "model names a signing key but has no signature (use --allow-unsigned to accept)",
+            source=source, field="signature",
+        )
+    if key_pem is not None:
+        if not model.signed or model.key_pem is None:
+            raise SignatureError("model is not signed, but a signer key was required",
+                                 source=source, field="signature")
+        if not signing.same_public_key(model.key_pem, key_pem):
+            raise SignatureError("model is signed by a different key than the one required",
+                                 source=source, field="key")
+    return model
+
+
+def load_model(
+    path: str | Path,
+    *,
+    key: str | Path | None = None,
+    allow_unsigned: bool = False,
+) -> Model:
+    """Read, parse and verify a model file; ``key`` is a PEM public key pinning the signer."""
+    source = str(path)
+    data = _read_bounded(path, source)
+    key_pem = _read_bounded(key, str(key)) if key is not None else None
+    return parse_model(data, source=source, key_pem=key_pem, allow_unsigned=allow_unsigned)
+
+
+def _read_bounded(path: str | Path, source: str) -> bytes:
+    try:
+        with open(path, "rb") as fp:
+            data = fp.read(MAX_MODEL_BYTES + 1)
+    except OSError as exc:
+        raise ModelError(f"cannot read: {exc.strerror}", source=source) from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelError(f"larger than {MAX_MODEL_BYTES} bytes", source=source)
+    return data
+
+
+def render_model(tma: TMA, *, describe_points: bool = True) -> str:
+    """The model a TMA has learned: aggregate, pseudonyms, every point (forensic ones
+    included, as the reference does), seal, end.
+
+    Each point whose event is known is preceded by a ``# event HEX description``
+    comment; the reference loader skips comments, and ``model diff`` shows them.
+    """
+    out = [f"aggregate {(tma.aggregate or bytes(32)).hex()}"]
+    out += [f"pseudonym {p.hex()}" for p in sorted(tma.pseudonyms)]
+    for p, _count, valid in tma.point_items():
+        ev = tma.event_of(p) if describe_points else None
+        if ev is not None:
+            tag = "" if valid else " [forensic]"
+            out.append(f"{EVENT_COMMENT}{p.hex()} {describe(ev)}{tag}")
+        out.append(f"state {p.hex()}")
+    out += ["seal", "end"]
+    return "\n".join(out) + "\n"
+
+
+EVENT_COMMENT = "# event "
+
+
+def point_descriptions(model: Model) -> dict[bytes, str]:
+    """Descriptions a model carries in ``# event HEX text`` comments."""
+    found: dict[bytes, str] = {}
+    for line in model.comments:
+        if line.startswith(EVENT_COMMENT):
+            hexpart, _, text = line[len(EVENT_COMMENT):].partition(" ")
+            try:
+                found[bytes.fromhex(hexpart)] = text
+            except ValueError:
+                continue
+    return found
+
+
+def render_parsed(model: Model) -> str:
+    """The model's own lines (without key and signature), as signed content."""
+    lines = [line for line in model.body_lines if not line.startswith("key ")]
+    return "\n".join(lines) + "\n"

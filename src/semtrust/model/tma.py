@@ -1,0 +1,242 @@
+"""The Trusted Modeling Agent: events in, verdicts out, no I/O.
+
+It keeps what the reference userspace TMA keeps (spec §2.6-2.7, §5): the
+hardware aggregate and base, the points with their counts and validity, the
+time-ordered measurement, the order-independent state, and the descriptions of
+events that added points (trajectory) or fell outside a sealed model
+(forensics). Because it never touches a file or socket, the same object runs
+under a live sensor, a replay, or behind a socket on another host.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from semtrust.events.record import Event, LegacyEvent
+from semtrust.model.coefficient import ZERO, aggregate_extension, event_coefficient
+
+if TYPE_CHECKING:
+    from semtrust.model.modelfile import Model
+
+_sha256 = hashlib.sha256
+
+
+class Mode(enum.Enum):
+    """Modeling mode. The algorithm is the same sealed or enforcing; only the sensor's
+    answer differs (deny with EPERM when enforcing)."""
+
+    FREE = "free"
+    SEALED = "sealed"
+    ENFORCING = "enforcing"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The TMA's answer for one event.
+
+    ``trusted`` False means the task is disciplined (marked untrusted); the sensor
+    denies the event iff ``mode`` is ENFORCING.
+    """
+
+    coefficient: bytes
+    added: bool
+    trusted: bool
+    mode: Mode
+
+    @property
+    def deny(self) -> bool:
+        return not self.trusted and self.mode is Mode.ENFORCING
+
+
+ModeledEvent = Event | LegacyEvent
+
+
+class TMA:
+    """Model state of one modeling domain."""
+
+    def __init__(self, *, base: bytes = ZERO, keep_events: bool = True) -> None:
+        self._base = base
+        self._hw: bytes | None = None
+        self._agg_ext = aggregate_extension(ZERO, base)
+        self._measurement = self._agg_ext
+        # coefficient -> [count, valid]; dicts keep first-seen order.
+        self._points: dict[bytes, list[int]] = {}
+        # coefficient -> the event that first produced it (only with keep_events).
+        self._events: dict[bytes, ModeledEvent] = {}
+        self._pseudonyms: set[bytes] = set()
+        self._mode = Mode.FREE
+        self._state: bytes | None = None
+        self._keep = keep_events
+        self.trajectory: list[ModeledEvent] = []
+        self.forensics: list[ModeledEvent] = []
+        self.forensics_count = 0
+        self.events = 0
+
+    # ------------------------------------------------------------ configuration
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def sealed(self) -> bool:
+        return self._mode is not Mode.FREE
+
+    @property
+    def base(self) -> bytes:
+        return self._base
+
+    @property
+    def aggregate(self) -> bytes | None:
+        """The raw hardware aggregate, as received (None until set or first event)."""
+        return self._hw
+
+    @property
+    def pseudonyms(self) -> frozenset[bytes]:
+        return frozenset(self._pseudonyms)
+
+    def set_base(self, base: bytes) -> None:
+        """Set the base nonce; applies to every later extension (spec §2.6)."""
+        _check32(base, "base")
+        self._base = base
+        self._state = None
+
+    def set_aggregate(self, hw: bytes) -> None:
+        """(Re)initialise the measurement from the hardware aggregate; ignored once sealed."""
+        _check32(hw, "aggregate")
+        if self.sealed:
+            return
+        self._hw = hw
+        self._agg_ext = aggregate_extension(hw, self._base)
+        self._measurement = self._agg_ext
+        self._state = None
+
+    def add_pseudonym(self, value: bytes) -> None:
+        _check32(value, "pseudonym")
+        self._pseudonyms.add(value)
+
+    def seal(self) -> None:
+        """Freeze the model: new points become forensics."""
+        if self._mode is Mode.FREE:
+            self._mode = Mode.SEALED
+
+    def enforce(self) -> None:
+        """Seal and deny events outside the model."""
+        self._mode = Mode.ENFORCING
+
+    def load_point(self, coefficient: bytes) -> None:
+        """Add a known-good point (a model ``state`` line)."""
+        _check32(coefficient, "state")
+        if self.sealed:
+            raise ValueError("cannot load a point into a sealed model")
+        self._ensure_aggregate()
+        if coefficient in self._points:
+            return
+        self._extend(coefficient)
+        self._points[coefficient] = [0, 1]
+
+    def load_model(
+        self, model: Model, *, base: bytes | None = None, aggregate: bytes | None = None
+    ) -> None:
+        """Apply a parsed model file; ``base``/``aggregate`` override the file's values
+        (a verifier's nonce, the platform's measured aggregate)."""
+        base = base if base is not None else model.base
+        if base is not None:
+            self.set_base(base)
+        aggregate = aggregate if aggregate is not None else model.aggregate
+        if aggregate is not None:
+            self.set_aggregate(aggregate)
+        for p in model.pseudonyms:
+            self.add_pseudonym(p)
+        for c in model.points:
+            self.load_point(c)
+        if model.sealed:
+            self.seal()
+
+    # ------------------------------------------------------------------ update
+    def coefficient(self, ev: ModeledEvent) -> bytes:
+        return event_coefficient(ev, self._pseudonyms)
+
+    def update(self, ev: ModeledEvent) -> Verdict:
+        """Model one event and say whether its task stays trusted."""
+        return self.update_coefficient(self.coefficient(ev), ev)
+
+    def update_coefficient(self, c: bytes, ev: ModeledEvent | None = None) -> Verdict:
+        """Model an already computed coefficient (``ev`` is kept as its description)."""
+        self.events += 1
+        info = self._points.get(c)
+        if info is not None:
+            info[0] += 1
+            return Verdict(c, False, bool(info[1]), self._mode)
+        if self._hw is None:
+            self._ensure_aggregate()
+        self._extend(c)
+        sealed = self._mode is not Mode.FREE
+        self._points[c] = [1, 0 if sealed else 1]
+        if sealed:
+            self.forensics_count += 1
+        if self._keep and ev is not None:
+            self._events[c] = ev
+            (self.forensics if sealed else self.trajectory).append(ev)
+        return Verdict(c, True, not sealed, self._mode)
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def measurement(self) -> bytes:
+        return self._measurement
+
+    def state(self) -> bytes:
+        """The state value: aggregate first, then the sorted points (spec §2.7)."""
+        if self._state is None:
+            base = self._base
+            state = self._agg_ext
+            for p in sorted(self._points):
+                state = _sha256(state + _sha256(base + p).digest()).digest()
+            self._state = state
+        return self._state
+
+    def points(self) -> list[bytes]:
+        """Every point in first-seen order, forensic ones included."""
+        return list(self._points)
+
+    def counts(self) -> list[int]:
+        return [info[0] for info in self._points.values()]
+
+    def valid_points(self) -> list[bytes]:
+        return [p for p, info in self._points.items() if info[1]]
+
+    def forensic_points(self) -> list[bytes]:
+        return [p for p, info in self._points.items() if not info[1]]
+
+    def event_of(self, c: bytes) -> ModeledEvent | None:
+        """The event that first produced point ``c`` (None if loaded or not kept)."""
+        return self._events.get(c)
+
+    def is_valid(self, c: bytes) -> bool | None:
+        """True for a model point, False for a forensic one, None if unknown."""
+        info = self._points.get(c)
+        return None if info is None else bool(info[1])
+
+    def point_items(self) -> Iterable[tuple[bytes, int, bool]]:
+        """``(coefficient, count, valid)`` in first-seen order."""
+        for p, info in self._points.items():
+            yield p, info[0], bool(info[1])
+
+    # ----------------------------------------------------------------- helpers
+    def _ensure_aggregate(self) -> None:
+        if self._hw is None:
+            self.set_aggregate(ZERO)
+
+    def _extend(self, c: bytes) -> None:
+        self._measurement = _sha256(
+            self._measurement + _sha256(self._base + c).digest()
+        ).digest()
+        self._state = None
+
+
+def _check32(value: bytes, what: str) -> None:
+    if len(value) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(value)}")
