@@ -15,7 +15,7 @@ from typing import Any
 
 from semtrust.errors import InputError
 from semtrust.events.names import EVENT_NAME_SET, EXPLICIT_CELLS
-from semtrust.events.numbers import hexbytes, strtoll, u16, u32, u64
+from semtrust.events.numbers import _U32_CACHE, hexbytes, strtoll, u16, u32, u64
 from semtrust.events.record import (
     Aggregate,
     Cell,
@@ -43,15 +43,44 @@ from semtrust.events.record import (
 _JSONObj = dict[str, Any]
 
 # ``\X`` -> ``X`` (C rule), except ``\"`` and ``\\`` which JSON needs and which
-# decode to the same character under both rules.
-_C_ESCAPE = re.compile(r'\\([^"\\])')
+# decode to the same character under both rules. Pairs are consumed left to right.
+_C_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _c_escape_pair(m: re.Match[str]) -> str:
+    ch = m.group(1)
+    return m.group(0) if ch in '"\\' else ch
+
+
 _decoder = json.JSONDecoder(strict=False)
+
+try:  # orjson tokenises 3-4x faster; json handles what it refuses (see _loads)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency, but stay importable
+    _fast_loads = None
 
 
 def _loads(text: str) -> Any:
     if "\\" in text:
-        text = _C_ESCAPE.sub(r"\1", text)
+        text = _C_ESCAPE.sub(_c_escape_pair, text)
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(text)
+        except ValueError:
+            pass  # raw control characters or non-UTF-8 bytes: the tolerant decoder decides
     return _decoder.decode(text)
+
+
+_COE_KEYS = ("uid", "euid", "suid", "gid", "egid", "sgid", "fsuid", "fsgid", "capeff")
+_COE_CACHE: dict[tuple[object, ...], Coe] = {}
+_INODE_CACHE: dict[tuple[object, ...], Inode] = {}
+_CACHE_LIMIT = 1 << 14
+
+
+def _cached(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
 
 
 def _obj(parent: _JSONObj, key: str, path: str) -> _JSONObj:
@@ -75,11 +104,20 @@ def _str(parent: _JSONObj, key: str, path: str) -> str:
 
 
 def _u32(parent: _JSONObj, key: str, path: str) -> int:
-    return u32(_str(parent, key, path), f"{path}{key}")
+    text = parent.get(key)
+    if type(text) is str:
+        cached = _U32_CACHE.get(text)
+        if cached is not None:
+            return cached
+        return u32(text, path + key)
+    return u32(_str(parent, key, path), path + key)
 
 
 def _hex(parent: _JSONObj, key: str, path: str, size: int | None) -> bytes:
-    return hexbytes(_str(parent, key, path), f"{path}{key}", size)
+    text = parent.get(key)
+    if type(text) is not str:
+        text = _str(parent, key, path)
+    return hexbytes(text, path + key, size)
 
 
 def _opt_u32(parent: _JSONObj, key: str, path: str) -> int | None:
@@ -99,6 +137,15 @@ def _unhashed(parent: _JSONObj, key: str, path: str) -> int:
 
 def _parse_coe(d: _JSONObj) -> Coe:
     c = _obj(d, "COE", "")
+    key = tuple(map(c.get, _COE_KEYS))
+    coe = _COE_CACHE.get(key)
+    if coe is None:
+        coe = _parse_coe_fields(c)
+        _cached(_COE_CACHE, key, coe)
+    return coe
+
+
+def _parse_coe_fields(c: _JSONObj) -> Coe:
     p = "COE."
     return Coe(
         _u32(c, "uid", p), _u32(c, "euid", p), _u32(c, "suid", p),
@@ -108,19 +155,26 @@ def _parse_coe(d: _JSONObj) -> Coe:
     )
 
 
+_INODE_KEYS = ("uid", "gid", "mode", "s_magic", "s_id", "s_uuid")
+
+
 def _parse_file(cell: _JSONObj, path: str) -> FileDesc:
     f = _obj(cell, "file", path)
     fp = f"{path}file."
     i = _obj(f, "inode", fp)
     ip = f"{fp}inode."
-    s_id = _str(i, "s_id", ip)
-    if len(s_id.encode("utf-8", "surrogateescape")) > 31:
-        raise InputError("s_id longer than 31 bytes", field=f"{ip}s_id")
-    inode = Inode(
-        _u32(i, "uid", ip), _u32(i, "gid", ip),
-        u16(_str(i, "mode", ip), f"{ip}mode"),
-        _u32(i, "s_magic", ip), s_id, _hex(i, "s_uuid", ip, 16),
-    )
+    ikey = tuple(map(i.get, _INODE_KEYS))
+    inode = _INODE_CACHE.get(ikey)
+    if inode is None:
+        s_id = _str(i, "s_id", ip)
+        if len(s_id.encode("utf-8", "surrogateescape")) > 31:
+            raise InputError("s_id longer than 31 bytes", field=f"{ip}s_id")
+        inode = Inode(
+            _u32(i, "uid", ip), _u32(i, "gid", ip),
+            u16(_str(i, "mode", ip), f"{ip}mode"),
+            _u32(i, "s_magic", ip), s_id, _hex(i, "s_uuid", ip, 16),
+        )
+        _cached(_INODE_CACHE, ikey, inode)
     pa = _obj(f, "path", fp)
     pp = f"{fp}path."
     instance = 0
@@ -213,15 +267,25 @@ def _parse_event(d: _JSONObj, export: str) -> Event:
     return Event(
         name, task_id, coe, cell, export,
         pid=_opt_u32(ev, "pid", p),
-        tnum=u64(_str(ev, "tnum", p), "event.tnum") if "tnum" in ev else None,
-        context=u64(_str(ev, "context", p), "event.context") if "context" in ev else None,
-        number=u64(_str(ev, "number", p), "event.number") if "number" in ev else None,
+        tnum=_header_num(ev, "tnum"),
+        context=_header_num(ev, "context"),
+        number=_header_num(ev, "number"),
         process=_str(ev, "process", p) if "process" in ev else None,
-        ttd=u64(_str(ev, "ttd", p), "event.ttd") if "ttd" in ev else None,
-        p_ttd=u64(_str(ev, "p_ttd", p), "event.p_ttd") if "p_ttd" in ev else None,
+        ttd=_header_num(ev, "ttd"),
+        p_ttd=_header_num(ev, "p_ttd"),
         p_task_id=_hex(ev, "p_task_id", p, None) if "p_task_id" in ev else None,
-        ts=u64(_str(ev, "ts", p), "event.ts") if "ts" in ev else None,
+        ts=_header_num(ev, "ts"),
     )
+
+
+def _header_num(ev: _JSONObj, key: str) -> int | None:
+    """A header number: never hashed, so plain decimals skip the C converter."""
+    text = ev.get(key)
+    if text is None:
+        return None
+    if type(text) is str and text.isdigit() and text.isascii() and text[0] != "0":
+        return int(text)
+    return u64(_str(ev, key, "event."), "event." + key)
 
 
 def parse_object(d: Any) -> Record:
@@ -334,6 +398,11 @@ def format_cell(cell: Cell) -> str:
     return cell.body
 
 
+def _cap_text(cap: int) -> str:
+    """Hex capability mask; above 2^63 as the negative value strtoll reads back to it."""
+    return f"0x{cap:x}" if cap < (1 << 63) else f"-0x{(1 << 64) - cap:x}"
+
+
 _HEADER_INTS = ("pid", "tnum", "context", "number")
 
 
@@ -360,7 +429,7 @@ def format_event(ev: Event, *, export: bool = True) -> str:
     coe = (
         f'"COE": {{"uid": "{c.uid}", "euid": "{c.euid}", "suid": "{c.suid}", '
         f'"gid": "{c.gid}", "egid": "{c.egid}", "sgid": "{c.sgid}", "fsuid": "{c.fsuid}", '
-        f'"fsgid": "{c.fsgid}", "capeff": "0x{c.capeff:x}"}}'
+        f'"fsgid": "{c.fsgid}", "capeff": "{_cap_text(c.capeff)}"}}'
     )
     body = f'"event": {{{", ".join(head)}}}, {coe}, "{ev.type}": {format_cell(ev.cell)}'
     if export:

@@ -19,7 +19,6 @@ _U16_MAX = 0xFFFF
 _STRTOLL = re.compile(
     r"[ \t\n\v\f\r]*([+-]?)(0[xX](?=[0-9a-fA-F])[0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)?"
 )
-_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 
 def strtoll(text: str, field: str = "") -> int:
@@ -48,11 +47,24 @@ def strtoll(text: str, field: str = "") -> int:
     return value
 
 
+_U32_CACHE: dict[str, int] = {}
+_CACHE_LIMIT = 1 << 16
+
+
 def u32(text: str, field: str) -> int:
-    """An unsigned 32-bit field; negative or larger values are errors."""
+    """An unsigned 32-bit field; negative or larger values are errors.
+
+    Memoised: ids, flags and modes repeat across events, and this is the
+    hottest function of trajectory parsing.
+    """
+    value = _U32_CACHE.get(text)
+    if value is not None:
+        return value
     value = strtoll(text, field)
     if value < 0 or value > _U32_MAX:
         raise InputError(f"value {text!r} does not fit in 32 bits", field=field)
+    if len(_U32_CACHE) < _CACHE_LIMIT:
+        _U32_CACHE[text] = value
     return value
 
 
@@ -71,9 +83,13 @@ def u64(text: str, field: str) -> int:
 
 def hexbytes(text: str, field: str, size: int | None = None) -> bytes:
     """Decode a hex string; ``size`` bytes exactly when given, else any non-empty even length."""
-    if not text or len(text) % 2 or not _HEXDIGITS.issuperset(text):
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    # fromhex skips whitespace: a length check rejects it, and odd or empty strings.
+    if not value or 2 * len(value) != len(text):
         raise InputError(f"not a hex string: {text[:80]!r}", field=field)
-    value = bytes.fromhex(text)
     if size is not None and len(value) != size:
         raise InputError(f"expected {size} bytes of hex, got {len(value)}", field=field)
     return value
