@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
+from rich.console import Console
 
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
@@ -14,6 +16,30 @@ from semtrust.events.record import Aggregate, LogRecord
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.modelfile import load_model, render_model
 from semtrust.model.tma import TMA
+
+
+class _Progress:
+    """Events read so far, on a terminal only; called every 65536 lines."""
+
+    def __init__(self) -> None:
+        self._console = Console(stderr=True) if sys.stderr.isatty() else None
+        self._start = time.monotonic()
+        self._shown = False
+
+    def show(self, lines: int, tma: TMA) -> None:
+        if self._console is None:
+            return
+        rate = lines / max(time.monotonic() - self._start, 1e-9)
+        self._console.print(
+            f"  {lines:,} records, {tma.point_count:,} points, {rate:,.0f} records/s",
+            end="\r", highlight=False,
+        )
+        self._shown = True
+
+    def close(self) -> None:
+        if self._console is not None and self._shown:
+            self._console.print(" " * 70, end="\r")
+
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default=None,
@@ -87,9 +113,12 @@ def replay(
 
     skipped: list[InputError] = []
     logs = denied = untrusted_events = 0
-    for _line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
-                                   on_skip=skipped.append,
-                                   on_warning=lambda m: click.echo(f"semtrust: {m}", err=True)):
+    progress = _Progress()
+    for line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
+                                  on_skip=skipped.append,
+                                  on_warning=lambda m: click.echo(f"semtrust: {m}", err=True)):
+        if not line & 0xFFFF:
+            progress.show(line, tma)
         if isinstance(rec, Aggregate):
             tma.set_aggregate(rec.value)
             continue
@@ -100,6 +129,7 @@ def replay(
         if not verdict.trusted:
             untrusted_events += 1
             denied += verdict.deny
+    progress.close()
     for exc in skipped[:10]:
         click.echo(f"semtrust: skipped: {exc}", err=True)
     if len(skipped) > 10:
@@ -114,7 +144,7 @@ def replay(
 
     summary = {
         "events": tma.events,
-        "points": len(tma.points()),
+        "points": tma.point_count,
         "measurement": tma.measurement.hex(),
         "state": tma.state().hex(),
         "forensics": tma.forensics_count,

@@ -198,6 +198,10 @@ class TMA:
             self._state = state
         return self._state
 
+    @property
+    def point_count(self) -> int:
+        return len(self._points)
+
     def points(self) -> list[bytes]:
         """Every point in first-seen order, forensic ones included."""
         return list(self._points)
