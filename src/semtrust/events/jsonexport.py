@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from semtrust.errors import InputError
 from semtrust.events.names import EVENT_NAME_SET, EXPLICIT_CELLS
 from semtrust.events.numbers import _U32_CACHE, hexbytes, strtoll, u16, u32, u64
@@ -54,21 +56,16 @@ def _c_escape_pair(m: re.Match[str]) -> str:
 
 _decoder = json.JSONDecoder(strict=False)
 
-try:  # orjson tokenises 3-4x faster; json handles what it refuses (see _loads)
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - orjson is a dependency, but stay importable
-    _fast_loads = None
-
 
 def _loads(text: str) -> Any:
     if "\\" in text:
         text = _C_ESCAPE.sub(_c_escape_pair, text)
-    if _fast_loads is not None:
-        try:
-            return _fast_loads(text)
-        except ValueError:
-            pass  # raw control characters or non-UTF-8 bytes: the tolerant decoder decides
-    return _decoder.decode(text)
+    try:
+        # orjson tokenises 3-4x faster than json; json decides what orjson refuses
+        # (raw control characters, non-UTF-8 bytes kept as surrogates).
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _decoder.decode(text)
 
 
 _COE_KEYS = ("uid", "euid", "suid", "gid", "egid", "sgid", "fsuid", "fsgid", "capeff")
