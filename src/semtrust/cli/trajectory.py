@@ -18,6 +18,10 @@ from semtrust.model.modelfile import load_model, render_model
 from semtrust.model.tma import TMA
 
 
+def _warn(message: str) -> None:
+    click.echo(f"semtrust: {message}", err=True)
+
+
 class _Progress:
     """Events read so far, on a terminal only; called every 65536 lines."""
 
@@ -60,7 +64,7 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
         pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned).pseudonyms)
     out = sys.stdout
     buf: list[str] = []
-    for _line, rec in read_records(trajectory, fmt):
+    for _line, rec in read_records(trajectory, fmt, on_warning=_warn):
         if isinstance(rec, Aggregate | LogRecord):
             continue
         buf.append(event_coefficient(rec, pseudonyms).hex())
@@ -116,7 +120,7 @@ def replay(
     progress = _Progress()
     for line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
                                   on_skip=skipped.append,
-                                  on_warning=lambda m: click.echo(f"semtrust: {m}", err=True)):
+                                  on_warning=_warn):
         if not line & 0xFFFF:
             progress.show(line, tma)
         if isinstance(rec, Aggregate):
