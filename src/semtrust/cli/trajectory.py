@@ -115,11 +115,19 @@ def replay(
     elif seal:
         tma.seal()
 
-    skipped: list[InputError] = []
+    skipped: list[InputError] = []  # only the first 10: each pins its record's frames
+    skip_count = 0
+
+    def _skip(exc: InputError) -> None:
+        nonlocal skip_count
+        skip_count += 1
+        if len(skipped) < 10:
+            skipped.append(exc)
+
     logs = denied = untrusted_events = 0
     progress = _Progress()
     for line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
-                                  on_skip=skipped.append,
+                                  on_skip=_skip,
                                   on_warning=_warn):
         if not line & 0xFFFF:
             progress.show(line, tma)
@@ -134,10 +142,10 @@ def replay(
             untrusted_events += 1
             denied += verdict.deny
     progress.close()
-    for exc in skipped[:10]:
+    for exc in skipped:
         click.echo(f"semtrust: skipped: {exc}", err=True)
-    if len(skipped) > 10:
-        click.echo(f"semtrust: skipped {len(skipped) - 10} more invalid records", err=True)
+    if skip_count > 10:
+        click.echo(f"semtrust: skipped {skip_count - 10} more invalid records", err=True)
 
     if output_model:
         try:
@@ -158,7 +166,7 @@ def replay(
         "untrusted_events": untrusted_events,
         "denied": denied,
         "logs": logs,
-        "skipped": len(skipped),
+        "skipped": skip_count,
     }
     if as_json:
         click.echo(json.dumps(summary))

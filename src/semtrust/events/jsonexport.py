@@ -135,7 +135,10 @@ def _unhashed(parent: _JSONObj, key: str, path: str) -> int:
 def _parse_coe(d: _JSONObj) -> Coe:
     c = _obj(d, "COE", "")
     key = tuple(map(c.get, _COE_KEYS))
-    coe = _COE_CACHE.get(key)
+    try:
+        coe = _COE_CACHE.get(key)
+    except TypeError:  # a list/object where a number belongs: the field parser names it
+        coe = None
     if coe is None:
         coe = _parse_coe_fields(c)
         _cached(_COE_CACHE, key, coe)
@@ -161,7 +164,10 @@ def _parse_file(cell: _JSONObj, path: str) -> FileDesc:
     i = _obj(f, "inode", fp)
     ip = f"{fp}inode."
     ikey = tuple(map(i.get, _INODE_KEYS))
-    inode = _INODE_CACHE.get(ikey)
+    try:
+        inode = _INODE_CACHE.get(ikey)
+    except TypeError:  # unhashable (list/object) value: the field parser names it
+        inode = None
     if inode is None:
         s_id = _str(i, "s_id", ip)
         if len(s_id.encode("utf-8", "surrogateescape")) > 31:
@@ -281,7 +287,10 @@ def _header_num(ev: _JSONObj, key: str) -> int | None:
     if text is None:
         return None
     if type(text) is str and text.isdigit() and text.isascii() and text[0] != "0":
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # > 4300 digits: strtoll below reports it as out of range
+            pass
     return u64(_str(ev, key, "event."), "event." + key)
 
 
@@ -321,6 +330,8 @@ def parse_record(text: str, *, source: str = "<string>", line: int = 0) -> Recor
         return parse_object(d)
     except InputError as exc:
         raise exc.located(source, line) from None
+    except RecursionError:  # a generic CELL too deep for json.dumps (orjson reads 1023 levels)
+        raise InputError("record nested too deeply", source=source, line=line) from None
 
 
 # --------------------------------------------------------------------------- format

@@ -27,7 +27,8 @@ def strtoll(text: str, field: str = "") -> int:
     Out-of-range values (ERANGE) raise, as the reference treats them as errors.
     """
     if text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1):
-        value = int(text)
+        # > 20 digits is out of range anyway; int() refuses > 4300 digits with ValueError.
+        value = int(text) if len(text) <= 20 else _INT64_MAX + 1
     else:
         m = _STRTOLL.match(text)
         assert m is not None  # the pattern can match the empty string
@@ -39,7 +40,7 @@ def strtoll(text: str, field: str = "") -> int:
         elif digits[0] == "0":
             value = int(digits, 8)
         else:
-            value = int(digits)
+            value = int(digits) if len(digits) <= 20 else _INT64_MAX + 1  # see above
         if sign == "-":
             value = -value
     if value > _INT64_MAX or value < _INT64_MIN:

@@ -12,7 +12,7 @@ import binascii
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
@@ -39,7 +39,7 @@ def decode_key_line(text: str) -> bytes:
 def _load_rsa_public(pem: bytes) -> rsa.RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # unknown key type OID
         raise SignatureError("not a PEM public key") from None
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureError("model signing keys must be RSA")
@@ -69,7 +69,7 @@ def load_public_key_pem(pem: bytes) -> PublicKey:
     """A public key from PEM, or from a private key PEM (its public half)."""
     try:
         key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         try:
             return load_private_key_pem(pem).public_key()
         except InputError:
@@ -82,7 +82,7 @@ def load_public_key_pem(pem: bytes) -> PublicKey:
 def load_private_key_pem(pem: bytes) -> PrivateKey:
     try:
         key = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise InputError(f"not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise InputError("unsupported key type (RSA or Ed25519 only)")
