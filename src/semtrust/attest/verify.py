@@ -1,0 +1,411 @@
+"""Verify a signed attestation against a model, without the trajectory.
+
+The verifier recomputes the one value a model implies — the state (spec §2.7:
+the model's hardware aggregate extended first, then its sorted points, all
+under the attested base) — and compares it with the attested state. Every
+other check is a field comparison or a signature. Each check yields a
+:class:`Check`; a verifier trusts the document only if none FAILs.
+
+TPM quotes are parsed here in pure Python (TPMS_ATTEST, TPM 2.0 Part 2
+§10.12), so verifying needs no TPM and no tpm2-pytss.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from semtrust.attest.attestation import (
+    FORMAT,
+    PublicKey,
+    canonical,
+    key_id,
+    quote_qualifier,
+    signature_alg,
+)
+from semtrust.attest.tpm import AGGREGATE_PCRS, pcr_digest, software_extend
+from semtrust.model.coefficient import ZERO, hw_aggregate, state_value
+
+__all__ = ["Check", "ModelLike", "ParsedQuote", "Verifier", "parse_tpms_attest"]
+
+TPM_GENERATED_VALUE = 0xFF544347
+TPM_ST_ATTEST_QUOTE = 0x8018
+TPM_ALG_SHA256 = 0x000B
+
+
+class ModelLike(Protocol):
+    """What the verifier needs of a loaded model file (semtrust.model.modelfile.Model)."""
+
+    @property
+    def aggregate(self) -> bytes | None: ...
+    @property
+    def points(self) -> list[bytes]: ...
+    @property
+    def digest(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One verification step: status is PASS, FAIL or SKIP (SKIP does not fail)."""
+
+    name: str
+    status: str
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    def line(self) -> str:
+        return f"{self.status} {self.name}" + (f": {self.reason}" if self.reason else "")
+
+
+def _pass(name: str, reason: str = "") -> Check:
+    return Check(name, "PASS", reason)
+
+
+def _fail(name: str, reason: str) -> Check:
+    return Check(name, "FAIL", reason)
+
+
+def _skip(name: str, reason: str) -> Check:
+    return Check(name, "SKIP", reason)
+
+
+def _short(h: str) -> str:
+    return h[:16] + "…" if len(h) > 16 else h
+
+
+# --------------------------------------------------------------- TPMS_ATTEST
+@dataclass(frozen=True, slots=True)
+class ParsedQuote:
+    magic: int
+    type: int
+    signer_name: bytes
+    extra_data: bytes
+    clock: int
+    reset_count: int
+    restart_count: int
+    safe: bool
+    firmware: int
+    selection: dict[int, list[int]]  # hash alg -> selected PCR indices (ascending)
+    pcr_digest: bytes
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("TPMS_ATTEST truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(">Q", self.take(8))[0])
+
+    def tpm2b(self) -> bytes:
+        return self.take(self.u16())
+
+
+def parse_tpms_attest(data: bytes) -> ParsedQuote:
+    """Parse a marshalled TPMS_ATTEST of type quote; ValueError if malformed."""
+    r = _Reader(data)
+    magic, typ = r.u32(), r.u16()
+    if typ != TPM_ST_ATTEST_QUOTE:
+        raise ValueError(f"attestation type {typ:#06x} is not a quote")
+    signer, extra = r.tpm2b(), r.tpm2b()
+    clock, resets, restarts, safe = r.u64(), r.u32(), r.u32(), r.u8()
+    firmware = r.u64()
+    selection: dict[int, list[int]] = {}
+    for _ in range(r.u32()):
+        alg, size = r.u16(), r.u8()
+        bits = r.take(size)
+        selection.setdefault(alg, []).extend(
+            i for i in range(size * 8) if bits[i // 8] & (1 << (i % 8))
+        )
+    digest = r.tpm2b()
+    if r.pos != len(data):
+        raise ValueError("trailing bytes after TPMS_ATTEST")
+    return ParsedQuote(magic, typ, signer, extra, clock, resets, restarts, bool(safe),
+                       firmware, selection, digest)
+
+
+# ------------------------------------------------------------------ schema
+_HEX32 = ("aggregate", "base", "measurement", "state")
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "domain": str, "mode": str, "aggregate": str, "base": str,
+    "measurement": str, "state": str, "points": int, "forensics": int,
+    "model_digest": (str, type(None)), "trust": dict, "nonce": str, "time": str,
+    "tpm": (dict, type(None)), "signature_alg": str, "key_id": str, "signature": str,
+}
+
+
+def _schema_problem(doc: Mapping[str, Any]) -> str | None:
+    if not isinstance(doc, Mapping):
+        return "not a JSON object"
+    for name, typ in _FIELDS.items():
+        if name not in doc:
+            return f"missing field '{name}'"
+        value = doc[name]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            return f"field '{name}' has the wrong type"
+    if doc["format"] != FORMAT:
+        return f"format '{doc['format']}' is not {FORMAT}"
+    for name in _HEX32:
+        v = doc[name]
+        if len(v) != 64 or not _is_hex(v):
+            return f"field '{name}' is not 64 hex digits"
+    if not _is_hex(doc["nonce"]):
+        return "field 'nonce' is not hex"
+    trust = doc["trust"]
+    if not isinstance(trust.get("untrusted"), int) or not isinstance(trust.get("processes"), list):
+        return "field 'trust' lacks 'untrusted' count or 'processes' list"
+    return None
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+def _is_hex(s: str) -> bool:
+    return _HEX.fullmatch(s) is not None
+
+
+# ---------------------------------------------------------------- verifier
+class Verifier:
+    """Checks attestations against one TMA public key and one model.
+
+    The state a model implies depends on the attested base, so it is computed
+    once per (aggregate, base) and cached: verifying a fleet running the same
+    model costs one signature check and a few comparisons per document.
+    """
+
+    def __init__(
+        self,
+        key: PublicKey,
+        model: ModelLike,
+        *,
+        ak: PublicKey | ec.EllipticCurvePublicKey | None = None,
+        expected_base: bytes | None = None,
+    ) -> None:
+        self.key = key
+        self.model = model
+        self.ak = ak
+        self.expected_base = expected_base
+        self._alg = signature_alg(key)
+        self._key_id = key_id(key)
+        self._model_aggregate = model.aggregate if model.aggregate is not None else ZERO
+        self._model_points = list(model.points)
+        self._model_digest = model.digest.hex()
+        self._states: dict[tuple[str, str], str] = {}
+
+    def expected_state(self, base_hex: str) -> str:
+        """State implied by the model under ``base`` (hex), cached."""
+        k = (self._model_aggregate.hex(), base_hex)
+        s = self._states.get(k)
+        if s is None:
+            s = state_value(self._model_aggregate, bytes.fromhex(base_hex),
+                            self._model_points).hex()
+            if len(self._states) > 4096:
+                self._states.clear()
+            self._states[k] = s
+        return s
+
+    def verify(self, doc: Mapping[str, Any], *, nonce: bytes | None = None) -> list[Check]:
+        problem = _schema_problem(doc)
+        if problem is not None:
+            return [_fail("format", problem)]
+        checks = [_pass("format"), self._signature(doc)]
+
+        if nonce is None:
+            checks.append(_skip("nonce", "no --nonce given, replay is not excluded"))
+        elif doc["nonce"] != nonce.hex():
+            checks.append(_fail("nonce", f"attested nonce {_short(doc['nonce'])} "
+                                         f"is not the requested {_short(nonce.hex())}"))
+        else:
+            checks.append(_pass("nonce"))
+
+        if self.expected_base is not None:
+            if doc["base"] != self.expected_base.hex():
+                checks.append(_fail("base", f"attested base {_short(doc['base'])} is not the "
+                                            f"expected {_short(self.expected_base.hex())}"))
+            else:
+                checks.append(_pass("base"))
+
+        md = doc["model_digest"]
+        if md is None:
+            checks.append(_skip("model-digest", "the domain loaded no model (learning mode)"))
+        elif md != self._model_digest:
+            checks.append(_fail("model-digest", f"the domain loaded model {_short(md)}, "
+                                                f"not the given {_short(self._model_digest)}"))
+        else:
+            checks.append(_pass("model-digest"))
+
+        agg = self._model_aggregate.hex()
+        if doc["aggregate"] != agg:
+            checks.append(_fail("aggregate", f"platform aggregate {_short(doc['aggregate'])} "
+                                             f"differs from the model's {_short(agg)} "
+                                             "(other platform state)"))
+        else:
+            checks.append(_pass("aggregate"))
+
+        want = self.expected_state(doc["base"])
+        if doc["state"] != want:
+            n_model = len(set(self._model_points))
+            checks.append(_fail("state", f"attested state {_short(doc['state'])} is not the "
+                                         f"model's {_short(want)} (domain has {doc['points']} "
+                                         f"points, model {n_model})"))
+        else:
+            checks.append(_pass("state"))
+
+        f = doc["forensics"]
+        checks.append(_pass("forensics") if f == 0 else
+                      _fail("forensics", f"{f} forensic event(s): the workload left its model"))
+        u = doc["trust"]["untrusted"]
+        checks.append(_pass("trust") if u == 0 else
+                      _fail("trust", f"{u} untrusted process(es)"))
+
+        checks.extend(self._tpm(doc))
+        return checks
+
+    # -- pieces ----------------------------------------------------------------
+    def _signature(self, doc: Mapping[str, Any]) -> Check:
+        if doc["signature_alg"] != self._alg:
+            return _fail("signature", f"signed with {doc['signature_alg']}, "
+                                      f"the given key is {self._alg}")
+        try:
+            sig = base64.b64decode(doc["signature"], validate=True)
+        except (binascii.Error, ValueError):
+            return _fail("signature", "signature is not Base64")
+        data = canonical(doc)
+        try:
+            if isinstance(self.key, ed25519.Ed25519PublicKey):
+                self.key.verify(sig, data)
+            else:
+                self.key.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            if doc["key_id"] != self._key_id:
+                return _fail("signature", f"signed by another key (key_id "
+                                          f"{_short(doc['key_id'])}, the given key is "
+                                          f"{_short(self._key_id)})")
+            return _fail("signature", "signature does not verify: document altered after "
+                                      "signing")
+        return _pass("signature")
+
+    def _tpm(self, doc: Mapping[str, Any]) -> list[Check]:
+        t = doc["tpm"]
+        log = doc.get("pcr_log")
+        if t is None:
+            if self.ak is not None:
+                return [_fail("tpm-quote", "--tpm-ak given but the attestation has no TPM "
+                                           "quote (domain ran without a TPM)")]
+            if log is not None:
+                return [_fail("pcr-log", "PCR log without a TPM quote")]
+            return [_skip("tpm-quote", "no TPM in the attesting domain")]
+        if self.ak is None:
+            return [_skip("tpm-quote", "no --tpm-ak given; hardware quote not checked")]
+        try:
+            pcrs = {int(k): bytes.fromhex(v) for k, v in t["pcrs"].items()}
+            attest = base64.b64decode(t["quote"], validate=True)
+            qsig = base64.b64decode(t["quote_signature"], validate=True)
+            q = parse_tpms_attest(attest)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
+            return [_fail("tpm-quote", f"malformed TPM section: {e}")]
+        out: list[Check] = []
+        sig_ok = _verify_quote_sig(self.ak, attest, qsig)
+        if sig_ok is not None:
+            return [_fail("tpm-quote", sig_ok)]
+        if q.magic != TPM_GENERATED_VALUE:
+            return [_fail("tpm-quote", "quote not generated by a TPM (bad magic)")]
+        if q.extra_data != quote_qualifier(doc):
+            return [_fail("tpm-quote", "quote qualifying data does not match this "
+                                       "attestation's nonce and values")]
+        out.append(_pass("tpm-quote"))
+        selected = q.selection.get(TPM_ALG_SHA256, [])
+        if sorted(pcrs) != selected or len(q.selection) != 1:
+            out.append(_fail("tpm-pcrs", f"quoted PCRs {selected} differ from reported "
+                                         f"{sorted(pcrs)}"))
+            return out
+        if any(len(v) != 32 for v in pcrs.values()) or \
+                q.pcr_digest != pcr_digest(pcrs[i] for i in selected):
+            out.append(_fail("tpm-pcrs", "reported PCR values do not match the quoted digest"))
+            return out
+        out.append(_pass("tpm-pcrs"))
+        if not all(i in pcrs for i in AGGREGATE_PCRS):
+            out.append(_fail("tpm-aggregate", "quote does not cover PCR 0-7"))
+        elif hw_aggregate([pcrs[i] for i in AGGREGATE_PCRS]).hex() != doc["aggregate"]:
+            out.append(_fail("tpm-aggregate", "attested aggregate is not H(PCR0..7) of the "
+                                              "quoted PCRs"))
+        else:
+            out.append(_pass("tpm-aggregate"))
+        if log is not None:
+            out.append(_check_pcr_log(log, pcrs, doc["state"]))
+        return out
+
+
+def _verify_quote_sig(ak: object, attest: bytes, sig: bytes) -> str | None:
+    try:
+        if isinstance(ak, ec.EllipticCurvePublicKey):
+            ak.verify(sig, attest, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(ak, rsa.RSAPublicKey):
+            ak.verify(sig, attest, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return "unsupported attestation key type"
+    except InvalidSignature:
+        return "quote signature does not verify under the given AK"
+    return None
+
+
+def _check_pcr_log(log: Any, pcrs: Mapping[int, bytes], state: str) -> Check:
+    """Replay the domain's extends of its state PCR (``--pcr``)."""
+    try:
+        index = int(log["pcr"])
+        value = bytes.fromhex(log["initial"])
+        extends: Sequence[str] = log["extends"]
+        for e in extends:
+            value = software_extend(value, bytes.fromhex(e))
+    except (KeyError, TypeError, ValueError) as e:
+        return _fail("pcr-log", f"malformed PCR log: {e}")
+    if index not in pcrs:
+        return _fail("pcr-log", f"PCR {index} not quoted")
+    if pcrs[index] != value:
+        return _fail("pcr-log", f"replaying the domain's extends does not give PCR {index} "
+                                "(another party extended it)")
+    if extends and extends[-1] != state:
+        return _pass("pcr-log", "last extended state predates the attested one")
+    return _pass("pcr-log")
+
+
+def load_ak(data: bytes, source: str) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+    """Parse a TPM attestation key public PEM (ECDSA P-256 or RSA)."""
+    from semtrust.errors import InputError
+
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"not a PEM public key ({e})", source=source) from e
+    if isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        return key
+    raise InputError("TPM AK must be an ECC or RSA public key", source=source)
+
