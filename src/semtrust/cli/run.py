@@ -1,0 +1,87 @@
+"""``semtrust run``, ``semtrust console`` and ``semtrust list``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from semtrust.cli.common import hex32
+from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request
+from semtrust.orchestrator.run import RunOptions, run_domain
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--name", help="Domain name (management socket NAME.sock).")
+@click.option("--output", "output", type=click.Path(dir_okay=False),
+              help="Write the model (or with --trajectory the events) here at the end.")
+@click.option("--trajectory", is_flag=True, help="With --output: write export lines.")
+@click.option("--model", "model", type=click.Path(dir_okay=False),
+              help="Sealed model: new points become forensics, the process untrusted.")
+@click.option("--enforce", is_flag=True, help="With --model: deny events outside it (EPERM).")
+@click.option("--model-key", type=click.Path(dir_okay=False),
+              help="Public key the --model must be signed by.")
+@click.option("--tpm", metavar="TCTI",
+              help="TPM for the hardware aggregate and quotes, e.g. device:/dev/tpmrm0 or "
+                   "swtpm:host=127.0.0.1,port=2321 (default $TPM2TOOLS_TCTI/$TCTI; 'none').")
+@click.option("--pcr", type=click.IntRange(0, 23),
+              help="Extend the domain's state into this PCR at the end and on 'attest --extend'.")
+@click.option("--base", metavar="HEX", help="Base nonce (64 hex digits) for measurement/state.")
+@click.option("--tma-key", type=click.Path(dir_okay=False),
+              help="Private key (RSA or Ed25519 PEM) that signs attestations.")
+@click.option("--bundle", metavar="DIR",
+              help="Run this OCI bundle under runc (COMMAND overrides process.args).")  # [issue4]
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
+        enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
+        base: str | None, tma_key: str | None, bundle: str | None,
+        command: tuple[str, ...]) -> None:
+    """Run COMMAND (default: your shell) in a new modeling domain; exit with its code."""
+    if trajectory and output is None:
+        raise click.UsageError("--trajectory needs --output")
+    if enforce and model is None:
+        raise click.UsageError("--enforce needs --model")
+    opts = RunOptions(command=command, name=name, output=output,
+                      trajectory=trajectory, model=model, enforce=enforce,
+                      model_key=model_key, tpm=tpm, pcr=pcr,
+                      base=hex32(base, "--base"), tma_key=tma_key)
+    if bundle is not None:  # [issue4] container mode
+        from semtrust.orchestrator.container import run_container
+
+        sys.exit(run_container(opts, bundle, list(command) or None))
+    code = run_domain(opts)
+    sys.exit(code)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("verb", type=click.Choice(["show"]))
+@click.argument("what", type=click.Choice(list(SHOW_VIEWS)))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
+def console(name: str, verb: str, what: str, as_json: bool) -> None:
+    """Query a running domain: show trajectory, forensics, points, counts, state, ..."""
+    result = request(name, {"op": verb, "what": what})
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    elif isinstance(result, list):
+        for item in result:
+            click.echo(item if isinstance(item, str | int) else json.dumps(item))
+    elif isinstance(result, dict):
+        for k, v in result.items():
+            click.echo(f"{k}: {v}")
+    else:
+        click.echo(str(result).rstrip("\n"))
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(as_json: bool) -> None:
+    """Running modeling domains."""
+    doms = list_domains()
+    if as_json:
+        click.echo(json.dumps(doms, indent=2))
+        return
+    for d in doms:
+        cmd = " ".join(d.get("command") or [])
+        click.echo(f"{d.get('name')}\tpid={d.get('pid')}\tmode={d.get('mode')}\t{cmd}")

@@ -1,0 +1,159 @@
+"""The ``semtrust run`` flow as a library call: launch, serve, report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from semtrust.attest.domain import DomainTrust, TrustOptions
+from semtrust.attest.service import attach
+from semtrust.errors import InputError, SemtrustError
+from semtrust.model.modelfile import load_model
+from semtrust.model.tma import TMA
+from semtrust.orchestrator.domain import Domain
+from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
+from semtrust.orchestrator.mgmt import MgmtServer, socket_path
+
+
+@dataclass
+class RunOptions:
+    """Options of ``semtrust run`` (issue 5 adds TPM and key options here)."""
+
+    command: Sequence[str]
+    name: str | None = None
+    output: str | None = None
+    trajectory: bool = False
+    model: str | None = None
+    enforce: bool = False
+    # [issue5] hardware root of trust and attestation (semtrust.attest.domain)
+    tpm: str | None = None
+    pcr: int | None = None
+    base: bytes | None = None
+    tma_key: str | None = None
+    model_key: str | None = None
+
+    def trust_options(self) -> TrustOptions:
+        return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
+                            tma_key=Path(self.tma_key) if self.tma_key else None)
+
+
+def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
+    """A TMA in the mode the options ask for; bad models raise InputError.
+
+    A signed model is verified (pinned to ``--model-key`` if given) and a model
+    whose signature was stripped is refused; ``trust`` applies the base nonce and
+    the platform's hardware aggregate.
+    """
+    tma = TMA()
+    if opts.model is not None:
+        model = load_model(opts.model, key=opts.model_key)
+        if trust is not None:
+            trust.prepare(tma, model)
+        else:
+            tma.load_model(model)
+        tma.seal()
+        if opts.enforce:
+            tma.enforce()
+    elif opts.enforce:
+        raise InputError("--enforce needs --model", field="--enforce")
+    elif opts.model_key is not None:
+        raise InputError("--model-key needs --model", field="--model-key")
+    elif trust is not None:
+        trust.prepare(tma, None)
+    return tma
+
+
+def run_domain(opts: RunOptions, *,
+               launcher: Callable[[Sequence[str]], Workload] = launch,
+               tma: TMA | None = None,
+               report: Callable[[Domain], None] | None = None) -> int:
+    """Run a workload in a new modeling domain; return its exit code.
+
+    ``report`` is called with the finished domain (benchmarks read its statistics).
+    """
+    cmd = list(opts.command) or [os.environ.get("SHELL") or "/bin/sh"]
+    name = opts.name or f"{os.path.basename(cmd[0])}-{os.getpid()}"
+    path = socket_path(name)
+    trust = DomainTrust(name, opts.trust_options())  # [issue5]
+    try:
+        if tma is None:
+            tma = build_tma(opts, trust)
+    except BaseException:
+        trust.close()
+        raise
+    warning = trust.aggregate_mismatch()
+    if warning is not None:
+        print(f"semtrust: warning: {warning}", file=sys.stderr)
+    domain = Domain(name, tma, command=cmd)
+    attach(domain, trust)
+    set_nondumpable()
+    old_umask = os.umask(0)  # emulated opens apply each task's own umask
+    try:
+        server = MgmtServer(domain, path)  # before launching: a name clash fails fast
+    except BaseException:
+        trust.close()
+        os.umask(old_umask)
+        raise
+    try:
+        workload = launcher(cmd)
+    except BaseException:
+        server.close()
+        trust.close()
+        os.umask(old_umask)
+        raise
+    domain.workload_pid = workload.pid
+    if workload.holder:
+        domain.protected.add(workload.holder)
+        domain.protected_nspids.update((1, 2))  # holder and keeper (orchestrator/launch.py)
+    server.start()
+
+    def _terminate(signum: int, frame: FrameType | None) -> None:
+        domain.stop.set()
+        workload.kill()
+
+    prev = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    prev[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = 1
+    try:
+        workload.release()
+        domain.serve(workload.listener)
+        if domain.stop.is_set():
+            workload.kill()
+        code = workload.wait()
+    finally:
+        workload.kill()
+        with contextlib.suppress(ChildProcessError):
+            code = workload.wait()
+        workload.listener.close()
+        server.close()
+        try:
+            trust.finish(domain.tma)  # [issue5] --pcr: extend the final state
+        except SemtrustError as exc:
+            print(f"semtrust: {exc}", file=sys.stderr)
+            code = code or 2
+        finally:
+            trust.close()
+        os.umask(old_umask)
+        for s, h in prev.items():
+            signal.signal(s, h)
+        if opts.output is not None:
+            try:
+                domain.write_output(opts.output, opts.trajectory)
+            except OSError as exc:
+                print(f"semtrust: cannot write {opts.output}: {exc.strerror}", file=sys.stderr)
+                code = code or 2
+        if report is not None:
+            report(domain)
+        if domain.fault_count:
+            print(f"semtrust: {domain.fault_count} event(s) could not be modeled"
+                  f"{' and were denied' if domain.enforcing else ''}, e.g.:", file=sys.stderr)
+            for f in domain.faults[:3]:
+                print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
+                      file=sys.stderr)
+    return code

@@ -1,0 +1,1 @@
+"""Sensors: kernel mechanisms that turn security events into canonical Events."""
