@@ -40,6 +40,17 @@ def _register() -> None:
     main.add_command(trajectory.points)
     main.add_command(trajectory.replay)
     main.add_command(modelcmd.model)
+    from semtrust.cli import run  # [issue3]
+
+    for cmd in (run.run, run.console, run.list_cmd):
+        main.add_command(cmd)
+    from semtrust.cli import attest  # [issue5]
+
+    main.add_command(attest.attest)
+    main.add_command(attest.verify)
+    from semtrust.cli import oci  # [issue4]
+
+    main.add_command(oci.oci)
 
 
 _register()
