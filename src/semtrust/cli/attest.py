@@ -1,0 +1,139 @@
+"""``semtrust attest`` (ask a running domain for a signed attestation) and
+``semtrust verify`` (check one against a model, offline).
+
+``verify`` prints one line per check (``PASS name`` / ``FAIL name: reason`` /
+``SKIP name: reason``) and exits 0 only if nothing FAILs, 1 if a check fails,
+2 on bad input (unreadable file, not JSON, not a key).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from semtrust.attest.attestation import dumps, load_public_key, parse_nonce
+from semtrust.attest.verify import Verifier, load_ak
+from semtrust.cli.common import hex32
+from semtrust.errors import InputError
+from semtrust.model.modelfile import load_model
+
+MAX_ATTESTATION_BYTES = 16 << 20
+
+
+def _nonce(value: str | None, option: str) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return parse_nonce(value, field=option)
+    except InputError as exc:
+        raise click.BadParameter(exc.message, param_hint=option) from None
+
+
+def read_attestation(path: str) -> dict[str, Any]:
+    """Parse an attestation file (``-`` = stdin); InputError if not a JSON object."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(MAX_ATTESTATION_BYTES + 1)
+        else:
+            with open(path, "rb") as fp:
+                data = fp.read(MAX_ATTESTATION_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source=path) from None
+    if len(data) > MAX_ATTESTATION_BYTES:
+        raise InputError(f"larger than {MAX_ATTESTATION_BYTES} bytes", source=path)
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"not JSON ({exc})", source=path) from None
+    if not isinstance(doc, dict):
+        raise InputError("not a JSON object", source=path)
+    return doc
+
+
+@click.command()
+@click.argument("attestation", metavar="FILE")
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False),
+              help="TMA public key (PEM, Ed25519 or RSA) the attestation must be signed by.")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
+              help="Model the domain must be in (signed models are verified).")
+@click.option("--nonce", metavar="HEX", help="The nonce you sent with 'semtrust attest' (hex).")
+@click.option("--tpm-ak", "ak_path", type=click.Path(dir_okay=False),
+              help="TPM attestation key public PEM: check the hardware quote.")
+@click.option("--base", metavar="HEX", help="Require this base nonce (64 hex digits).")
+@click.option("--model-key", type=click.Path(dir_okay=False),
+              help="Public key the model must be signed by.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
+def verify(attestation: str, key_path: str, model_path: str, nonce: str | None,
+           ak_path: str | None, base: str | None, model_key: str | None,
+           as_json: bool) -> None:
+    """Check a signed attestation against a model: signature, nonce, state, forensics, quote.
+
+    The state the model implies is recomputed (aggregate first, then its sorted
+    points, under the attested base) and compared with the attested one; no
+    trajectory is needed.
+    """
+    want_nonce = _nonce(nonce, "--nonce")
+    want_base = hex32(base, "--base")
+    key = load_public_key(key_path)
+    model = load_model(model_path, key=model_key)
+    ak = None
+    if ak_path is not None:
+        try:
+            ak = load_ak(Path(ak_path).read_bytes(), ak_path)
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", source=ak_path) from None
+    doc = read_attestation(attestation)
+    checks = Verifier(key, model, ak=ak, expected_base=want_base).verify(doc, nonce=want_nonce)
+    ok = not any(c.failed for c in checks)
+    if as_json:
+        click.echo(json.dumps({
+            "ok": ok,
+            "checks": [{"name": c.name, "status": c.status, "reason": c.reason}
+                       for c in checks],
+        }))
+    else:
+        for c in checks:
+            click.echo(c.line())
+    sys.exit(0 if ok else 1)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--nonce", metavar="HEX", required=True,
+              help="Verifier-chosen nonce, 1-64 bytes as hex.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the attestation here (default: stdout).")
+@click.option("--extend", is_flag=True,
+              help="First extend the current state into the domain's --pcr.")
+@click.option("--tpm-ak-out", type=click.Path(dir_okay=False),
+              help="Also write the domain TPM's attestation key (PEM) here.")
+def attest(name: str, nonce: str, output: str | None, extend: bool,
+           tpm_ak_out: str | None) -> None:
+    """Ask running domain NAME for a signed attestation of its state."""
+    value = _nonce(nonce, "--nonce")
+    assert value is not None
+    from semtrust.attest.service import request_attestation
+
+    doc = request_attestation(name, value, extend=extend)
+    text = dumps(doc)
+    if tpm_ak_out is not None:
+        tpm = doc.get("tpm")
+        if not isinstance(tpm, dict) or not isinstance(tpm.get("ak"), str):
+            raise InputError("the domain has no TPM, so there is no attestation key",
+                             field="--tpm-ak-out")
+        _write(tpm_ak_out, tpm["ak"])
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        _write(output, text)
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", source=path) from None
