@@ -344,3 +344,21 @@ def _no_leftovers() -> Iterator[None]:
         left = [p.name for p in base.iterdir()
                 if not Path(f"/proc/{p.name.rsplit('-', 1)[-1]}").exists()]
         assert not left
+
+
+def test_container_cannot_escape_mediation(bundle: Path, tmp_path: Path) -> None:
+    """Nested seccomp listeners, io_uring and userfaultfd are refused by the profile.
+
+    Without the profile rule the kernel answers a second listener with EBUSY (16); the
+    profile's own refusal (EPERM) is what this checks.
+    """
+    cc = shutil.which("gcc")
+    _need(cc is not None, "gcc not installed (Debian package gcc)")
+    probe = bundle / "rootfs" / "bin" / "escape_probe"
+    src = Path(__file__).parent.parent / "data" / "probes" / "escape_probe.c"
+    subprocess.run([str(cc), "-static", "-O2", "-o", str(probe), str(src)], check=True)
+    r = semtrust("run", "--bundle", str(bundle), "--", "/bin/escape_probe")
+    assert r.returncode == 0, r.stderr
+    assert "listener rc -1 errno 1\n" in r.stdout, r.stdout
+    assert "io_uring rc -1 errno 38\n" in r.stdout, r.stdout
+    assert "userfaultfd rc -1 errno 1\n" in r.stdout, r.stdout

@@ -384,7 +384,7 @@ allow = struct.pack("=HBBI", 0x06, 0, 0, 0x7FFF0000)
 buf = ctypes.create_string_buffer(allow, len(allow))
 prog = struct.pack("=HxxxxxxQ", 1, ctypes.addressof(buf))
 pbuf = ctypes.create_string_buffer(prog, len(prog))
-for flags in (8, 0):  # with our own listener (would shadow the orchestrator's), then without
+for flags in (8, 0):  # with a listener of its own (a second supervisor), then without
     rc = libc.syscall(317, 1, flags, pbuf)
     print("flags", flags, "rc", rc, "errno", ctypes.get_errno() if rc < 0 else 0, flush=True)
 """

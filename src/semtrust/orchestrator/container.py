@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -215,6 +216,55 @@ def _notify_profile_rules(profile: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_ALLOW = "SCMP_ACT_ALLOW"
+#: seccomp(2)'s flags argument with SECCOMP_FILTER_FLAG_NEW_LISTENER set or clear.
+_NEW_LISTENER = 8
+_LISTENER_SET = [{"index": 1, "value": _NEW_LISTENER, "valueTwo": _NEW_LISTENER,
+                  "op": "SCMP_CMP_MASKED_EQ"}]
+_LISTENER_CLEAR = [{"index": 1, "value": _NEW_LISTENER, "valueTwo": 0,
+                    "op": "SCMP_CMP_MASKED_EQ"}]
+#: What the process mode's own filter refuses in the kernel, for the same reasons: no second
+#: supervisor inside the domain (Linux already answers EBUSY to a second listener in a chain;
+#: this does not depend on it); io_uring connects and sends without system calls; userfaultfd
+#: can stall the mediator's reads of task memory. Refused in the kernel, they cost no
+#: round trip to the mediator and hold even while it is busy or gone.
+_REFUSED = (("seccomp", errno.EPERM, _LISTENER_SET),
+            ("io_uring_setup", errno.ENOSYS, None),
+            ("userfaultfd", errno.EPERM, None))
+
+
+def _refuse_escapes(profile: dict[str, Any]) -> dict[str, Any]:
+    """Add the rules in ``_REFUSED`` to a runc seccomp profile.
+
+    A name allowed unconditionally by the bundle's profile is taken out of that rule
+    (``seccomp`` stays allowed without the listener flag); a name the profile already
+    refuses unconditionally is left as it is.
+    """
+    rules: list[dict[str, Any]] = []
+    blocked: set[str] = set()
+    for rule in profile.get("syscalls", []):
+        names = list(rule.get("names") or [])
+        if rule.get("action") != _ALLOW and not rule.get("args"):
+            blocked.update(names)
+        ours = [n for n, _e, _a in _REFUSED if n in names]
+        if rule.get("action") != _ALLOW or rule.get("args") or not ours:
+            rules.append(rule)
+            continue
+        rest = [n for n in names if n not in ours]
+        if rest:
+            rules.append({**rule, "names": rest})
+        if "seccomp" in ours:
+            rules.append({**rule, "names": ["seccomp"], "args": _LISTENER_CLEAR})
+    for name, err, args in _REFUSED:
+        if name in blocked:
+            continue
+        rule = {"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": err}
+        if args:
+            rule["args"] = args
+        rules.append(rule)
+    return {**profile, "syscalls": rules}
+
+
 def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             args: Sequence[str] | None = None, runc_root: str | None = None,
             terminal: bool | None = False, in_place: bool = False,
@@ -253,7 +303,7 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             bundle, rootfs=rootfs, listener_path=listener, notify_syscalls=notify_syscalls(),
             cgroups_path=cgroup, args=args, terminal=terminal,
             annotations={"io.semtrust.domain": opts.name or container_id})
-        cfg["linux"]["seccomp"] = _notify_profile_rules(cfg["linux"]["seccomp"])
+        cfg["linux"]["seccomp"] = _refuse_escapes(_notify_profile_rules(cfg["linux"]["seccomp"]))
         bdir = sdir / "bundle"
         bundlemod.write_config(cfg, bdir)
         plan = Plan(

@@ -106,8 +106,8 @@ def build_filter(names: Iterable[str]) -> bytes:
         (_LD_W_ABS, 0, 0, 0),
         (_JGE_K, "kill", 0, X32_SYSCALL_BIT),
     ]
-    # A filter with its own listener installed later would get our notifications first,
-    # and its CONTINUE would skip ours: refuse such filters in the kernel, always.
+    # No second supervisor inside the domain: Linux already refuses a second listener in a
+    # filter chain (EBUSY); refusing it here too keeps that independent of the kernel version.
     prog.append((_JEQ_K, "seccomp", 0, NR_SECCOMP))
     # userfaultfd could stall the orchestrator's reads of task memory: refused outright.
     prog.append((_JEQ_K, "eperm", 0, NR_USERFAULTFD))
