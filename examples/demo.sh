@@ -13,25 +13,39 @@ say "1. Replay a recorded TSEM trajectory (75 events) and write its model"
 $ST replay examples/sample-trajectory.json --output-model "$OUT/recorded.model"
 $ST model show "$OUT/recorded.model"
 
-say "2. Learn a live workload in free modeling mode"
-$ST run --name demo-learn --output "$OUT/workload.model" -- sh -c 'cat /etc/hostname; ls / >/dev/null'
+WORKLOAD='cat /etc/hostname; ls / >/dev/null; sleep 2'
+
+say "2. Learn a live workload in free modeling mode: sh -c '$WORKLOAD'"
+$ST run --name demo-learn --output "$OUT/workload.model" -- sh -c "$WORKLOAD"
 $ST model show "$OUT/workload.model"
 
 say "3. Enforce the learned model: the same workload runs unchanged"
-$ST run --name demo-enforce --model "$OUT/workload.model" --enforce \
-    -- sh -c 'cat /etc/hostname; ls / >/dev/null'
+$ST run --name demo-enforce --model "$OUT/workload.model" --enforce -- sh -c "$WORKLOAD"
 echo "exit code: $?"
 
 say "4. Enforce it on a workload that also reads /etc/passwd: denied before it happens"
 set +e
 $ST run --name demo-deny --model "$OUT/workload.model" --enforce \
-    --output "$OUT/forensics.json" --trajectory \
-    -- sh -c 'cat /etc/hostname; ls / >/dev/null; cat /etc/passwd'
+    --output "$OUT/enforced.model" -- sh -c "$WORKLOAD; cat /etc/passwd"
 rc=$?
 set -e
-echo "exit code: $rc (non-zero: the workload was stopped at the event outside its model)"
+echo "exit code: $rc (cat was refused with EPERM; its process is now untrusted)"
+echo "points outside the learned model:"
+$ST model diff "$OUT/workload.model" "$OUT/enforced.model" || true
 
 say "5. Sign the model and check the signature"
 $ST model keygen "$OUT/signer"
 $ST model sign "$OUT/workload.model" --key "$OUT/signer" -o "$OUT/workload.signed"
 $ST model verify "$OUT/workload.signed" --key "$OUT/signer.pub"
+
+say "6. Attest a running domain; verify the attestation offline, without its trajectory"
+$ST model keygen "$OUT/tma"
+NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+$ST run --name demo-attest --model "$OUT/workload.model" --enforce --tma-key "$OUT/tma" \
+    -- sh -c "$WORKLOAD" &
+for _ in $(seq 50); do $ST list 2>/dev/null | grep -q demo-attest && break; sleep 0.1; done
+$ST attest demo-attest --nonce "$NONCE" -o "$OUT/attestation.json"
+wait
+$ST verify "$OUT/attestation.json" --key "$OUT/tma.pub" --model "$OUT/workload.model" \
+    --nonce "$NONCE"
+
