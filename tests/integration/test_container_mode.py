@@ -19,33 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from semtrust.orchestrator.bundle import build_busybox_bundle, find_busybox
+from semtrust.orchestrator.bundle import build_busybox_bundle
 from semtrust.orchestrator.container import cgroup2_root, state_root
-from semtrust.sensors.fanotify import supported
+from tests.integration.needs import need, need_container_host
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
 HOSTNAME = "semtrust-test\n"
 SECRET = "top secret\n"
 
 
-def _need(cond: bool, reason: str) -> None:
-    """Skip locally when a feature is truly absent; CI installs everything, so fail there."""
-    if cond:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"required in CI: {reason}")
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _requirements() -> None:
-    _need(os.geteuid() == 0, "container mode needs root")
-    _need(shutil.which("runc") is not None or os.access("/usr/sbin/runc", os.X_OK),
-          "runc not installed (Debian package runc)")
-    _need(find_busybox() is not None, "busybox not installed (Debian package busybox-static)")
-    why = supported()
-    _need(why is None, why or "")
+    need_container_host()
 
 
 @pytest.fixture
@@ -353,7 +338,7 @@ def test_container_cannot_escape_mediation(bundle: Path, tmp_path: Path) -> None
     profile's own refusal (EPERM) is what this checks.
     """
     cc = shutil.which("gcc")
-    _need(cc is not None, "gcc not installed (Debian package gcc)")
+    need(cc is not None, "gcc not installed (Debian package gcc)")
     probe = bundle / "rootfs" / "bin" / "escape_probe"
     src = Path(__file__).parent.parent / "data" / "probes" / "escape_probe.c"
     subprocess.run([str(cc), "-static", "-O2", "-o", str(probe), str(src)], check=True)

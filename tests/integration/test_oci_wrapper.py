@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,31 +14,17 @@ from pathlib import Path
 import pytest
 
 from semtrust.cli.oci import ENTRY
-from semtrust.orchestrator.bundle import build_busybox_bundle, find_busybox
-from semtrust.sensors.fanotify import supported
+from semtrust.orchestrator.bundle import build_busybox_bundle
+from tests.integration.needs import need, need_container_host
 
 WRAPPER = [sys.executable, "-c", ENTRY]
 HOSTNAME = "oci-test\n"
 SECRET = "top secret\n"
 
 
-def _need(cond: bool, reason: str) -> None:
-    if cond:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"required in CI: {reason}")
-    print(f"SKIP: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _requirements() -> None:
-    _need(os.geteuid() == 0, "the OCI runtime needs root")
-    _need(shutil.which("runc") is not None or os.access("/usr/sbin/runc", os.X_OK),
-          "runc not installed")
-    _need(find_busybox() is not None, "busybox-static not installed")
-    why = supported()
-    _need(why is None, why or "")
+    need_container_host()
 
 
 def _bundle(d: Path, args: list[str], annotations: dict[str, str]) -> Path:
@@ -170,7 +155,7 @@ def test_wrapper_bad_input(tmp_path: Path, case: str) -> None:
 
 def test_podman_end_to_end(tmp_path: Path) -> None:
     podman = shutil.which("podman")
-    _need(podman is not None, "podman not installed (Debian package podman)")
+    need(podman is not None, "podman not installed (Debian package podman)")
     assert podman is not None
     rootfs = tmp_path / "rootfs"
     build_busybox_bundle(tmp_path / "bb", ["sh"], files={"/etc/motd": "hello-motd\n",

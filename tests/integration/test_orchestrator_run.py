@@ -477,3 +477,35 @@ def test_edge_case_opens_behave_alike_unsupervised_learning_enforcing(tmp_path: 
                        stdin=subprocess.DEVNULL, timeout=60)
     assert learn.returncode == 0 and enforce.returncode == 0, (learn.stderr, enforce.stderr)
     assert plain.stdout == learn.stdout == enforce.stdout
+
+
+FAILED_EXEC = r"""
+import os, sys
+if sys.argv[1] == "try":
+    try:
+        os.execv(sys.argv[2], [sys.argv[2]])  # an ELF header the kernel then rejects
+    except OSError as exc:
+        print("exec failed:", exc.errno, flush=True)
+with open("/etc/hostname") as f:
+    f.read()
+"""
+
+
+def test_a_failed_exec_does_not_change_the_identity(tmp_path: Path) -> None:
+    """The identity follows execs that happened: one the kernel fails after our check
+    (ENOEXEC here; a restarted exec in runc init's Go runtime) leaves it unchanged."""
+    py = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    bad = tmp_path / "bad-elf"
+    bad.write_bytes(b"\x7fELF" + b"\0" * 60)
+    bad.chmod(0o755)
+    ids: dict[str, set[bytes]] = {}
+    for mode in ("plain", "try"):
+        traj = tmp_path / f"{mode}.json"
+        r = semtrust("run", "--output", str(traj), "--trajectory", "--", py, "-I", "-c",
+                     FAILED_EXEC, mode, str(bad))
+        assert r.returncode == 0, r.stderr
+        ids[mode] = {ev.task_id for ev in map(parse_record, traj.read_text().splitlines())
+                     if isinstance(ev, Event) and isinstance(ev.cell, FileCell)
+                     and ev.cell.file.path.pathname == "/etc/hostname"}
+    assert len(ids["plain"]) == 1
+    assert ids["try"] == ids["plain"]

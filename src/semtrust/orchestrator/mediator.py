@@ -241,6 +241,17 @@ class Mediator:
         except OSError as exc:
             raise Unmodelable(f"read of task memory failed: {exc.strerror}") from None
 
+    def read_path(self, c: Ctx, addr: int) -> bytes | None:
+        """The path argument at ``addr``; None after failing the call as the kernel would
+        (a bad pointer is the task's own error, not an unmodelable event)."""
+        try:
+            return self.read_str(c, addr)
+        except OSError as exc:
+            if isinstance(exc, Unmodelable):
+                raise
+            self.lst.deny(c.n.id, exc.errno or errno.EFAULT)
+            return None
+
     def read_str(self, c: Ctx, addr: int) -> bytes:
         """A NUL-terminated string from the task, at most PATH_MAX bytes."""
         if addr == 0:
@@ -497,12 +508,8 @@ class Mediator:
                 return
             f64, m64, resolve = struct.unpack("=QQQ", raw)
             flags, mode = _s32(f64), m64 & 0o7777
-        try:
-            path = self.read_str(c, paddr)
-        except OSError as exc:
-            if isinstance(exc, Unmodelable):
-                raise
-            self.lst.deny(c.n.id, exc.errno or errno.EFAULT)
+        path = self.read_path(c, paddr)
+        if path is None:
             return
         if nr != _NR["openat2"]:
             flags &= VALID_OPEN_FLAGS  # open/openat ignore unknown bits; openat2 refuses them
@@ -640,12 +647,8 @@ class Mediator:
             dirfd, paddr, atflags = AT_FDCWD, a[0], 0
         else:
             dirfd, paddr, atflags = _s32(a[0]), a[1], _s32(a[4])
-        try:
-            path = self.read_str(c, paddr)
-        except OSError as exc:
-            if isinstance(exc, Unmodelable):
-                raise
-            self.lst.deny(c.n.id, exc.errno or errno.EFAULT)
+        path = self.read_path(c, paddr)
+        if path is None:
             return
         self.check_valid(c)
         # Fresh credentials: capabilities after exec follow from the current sets.
@@ -704,7 +707,7 @@ class Mediator:
                 prev: tuple[int, int] | None = (old.st_dev, old.st_ino)
             except OSError:
                 prev = None
-            proc.exec_check = ((fst.st_dev, fst.st_ino), prev)
+            proc.exec_check = ((fst.st_dev, fst.st_ino), prev, before)
         self.d.tasks.invalidate_process(proc.tgid)
         if not self.lst.allow(c.n.id):
             # [issue4] The call was interrupted (e.g. a Go runtime signal in runc init) and
@@ -746,8 +749,15 @@ class Mediator:
         except OSError:
             return True
         now = (st.st_dev, st.st_ino)
-        if now == check[0] or now == check[1]:
-            return True  # the checked binary, or the exec failed and the old one runs on
+        if now == check[0]:
+            return True  # the checked binary runs
+        if now == check[1]:
+            # The exec did not happen (the kernel failed or restarted it after our
+            # CONTINUE: runc init's Go runtime retries interrupted execs). The identity
+            # follows only execs that happened, so a retry does not chain a second one.
+            proc = c.proc
+            proc.parent_task_id, proc.task_id, proc.fork_task_id = check[2]
+            return True
         self.fault(c.n, "executable changed between check and exec")
         with self.d.lock:
             self.d.tasks.mark_untrusted(c.proc.tgid)

@@ -18,6 +18,12 @@ from semtrust.events import Coe
 ZERO = bytes(32)
 
 
+#: (parent_task_id, task_id, fork_task_id) of a process.
+Identity = tuple[bytes, bytes, bytes | None]
+#: (checked exe dev/ino, previous exe dev/ino, identity before the exec).
+ExecCheck = tuple[tuple[int, int], tuple[int, int] | None, Identity]
+
+
 @dataclass(slots=True)
 class Status:
     """What ``/proc/TID/status`` says about one thread."""
@@ -109,9 +115,9 @@ class Process:
     children: set[int] = field(default_factory=set)
     mem_fd: int = -1
     pidfd: int = -1
-    # After an allowed exec of an ELF file: (checked dev/ino, previous exe dev/ino), verified
-    # at the process's next mediated call (see Mediator.verify_exec).
-    exec_check: tuple[tuple[int, int], tuple[int, int] | None] | None = None
+    # After an allowed exec of an ELF file: (checked dev/ino, previous exe dev/ino, identity
+    # before the exec), verified at the process's next mediated call (Mediator.verify_exec).
+    exec_check: ExecCheck | None = None
 
 
 class TaskTable:
