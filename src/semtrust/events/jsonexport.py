@@ -267,31 +267,35 @@ def _parse_event(d: _JSONObj, export: str) -> Event:
     coe = _parse_coe(d)
     cell = _parse_cell(name, d)
     p = "event."
+    tnum, context, number, ttd, p_ttd, ts = _header_nums(ev)
     return Event(
         name, task_id, coe, cell, export,
         pid=_opt_u32(ev, "pid", p),
-        tnum=_header_num(ev, "tnum"),
-        context=_header_num(ev, "context"),
-        number=_header_num(ev, "number"),
+        tnum=tnum, context=context, number=number,
         process=_str(ev, "process", p) if "process" in ev else None,
-        ttd=_header_num(ev, "ttd"),
-        p_ttd=_header_num(ev, "p_ttd"),
+        ttd=ttd, p_ttd=p_ttd,
         p_task_id=_hex(ev, "p_task_id", p, None) if "p_task_id" in ev else None,
-        ts=_header_num(ev, "ts"),
+        ts=ts,
     )
 
 
-def _header_num(ev: _JSONObj, key: str) -> int | None:
-    """A header number: never hashed, so plain decimals skip the C converter."""
-    text = ev.get(key)
-    if text is None:
-        return None
-    if type(text) is str and text.isdigit() and text.isascii() and text[0] != "0":
-        try:
-            return int(text)
-        except ValueError:  # > 4300 digits: strtoll below reports it as out of range
-            pass
-    return u64(_str(ev, key, "event."), "event." + key)
+_HEADER_NUMS = ("tnum", "context", "number", "ttd", "p_ttd", "ts")
+# Six short decimals without a leading zero (which would be octal), as one string.
+_PLAIN_DECIMALS = re.compile(r"(?:[1-9][0-9]{0,17}|0)(?:,(?:[1-9][0-9]{0,17}|0)){5}", re.ASCII)
+
+
+def _header_nums(ev: _JSONObj) -> list[int | None]:
+    """The header numbers. They are never hashed: when all six are plain short decimals
+    (the kernel's form: 18 digits always fit in 63 bits) one match checks them all;
+    anything else goes through the C converter field by field."""
+    values = [ev.get(k) for k in _HEADER_NUMS]
+    try:
+        if _PLAIN_DECIMALS.fullmatch(",".join(values)):  # type: ignore[arg-type]
+            return [int(v) for v in values]  # type: ignore[arg-type]
+    except TypeError:  # a missing field or a non-string value
+        pass
+    return [None if v is None else u64(_str(ev, k, "event."), "event." + k)
+            for k, v in zip(_HEADER_NUMS, values, strict=True)]
 
 
 def parse_object(d: Any) -> Record:
@@ -318,6 +322,31 @@ def parse_object(d: Any) -> Record:
     return _parse_event(d, export)
 
 
+def parse_record_bytes(raw: bytes, *, source: str = "<bytes>", line: int = 0) -> Record:
+    """Parse one JSON export line as read from a file.
+
+    A line with no backslash that is valid UTF-8 goes to orjson as bytes (no decode,
+    no escape rewriting); every other line takes the text path of ``parse_record``.
+    """
+    if b"\\" not in raw:
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return _parse_located(d, source, line)
+    return parse_record(raw.decode("utf-8", "surrogateescape"), source=source, line=line)
+
+
+def _parse_located(d: Any, source: str, line: int) -> Record:
+    try:
+        return parse_object(d)
+    except InputError as exc:
+        raise exc.located(source, line) from None
+    except RecursionError:  # a generic CELL too deep for json.dumps (orjson reads 1023 levels)
+        raise InputError("record nested too deeply", source=source, line=line) from None
+
+
 def parse_record(text: str, *, source: str = "<string>", line: int = 0) -> Record:
     """Parse one JSON export line; errors name ``source``, ``line`` and the field."""
     try:
@@ -326,12 +355,7 @@ def parse_record(text: str, *, source: str = "<string>", line: int = 0) -> Recor
         raise InputError(f"not a JSON record: {exc}", source=source, line=line) from None
     except RecursionError:
         raise InputError("record nested too deeply", source=source, line=line) from None
-    try:
-        return parse_object(d)
-    except InputError as exc:
-        raise exc.located(source, line) from None
-    except RecursionError:  # a generic CELL too deep for json.dumps (orjson reads 1023 levels)
-        raise InputError("record nested too deeply", source=source, line=line) from None
+    return _parse_located(d, source, line)
 
 
 # --------------------------------------------------------------------------- format
@@ -343,7 +367,12 @@ def _q(s: str) -> str:
 
 
 def _dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    """Compact JSON text of a generic CELL; json takes what orjson refuses (nesting over
+    255 levels, strings holding non-UTF-8 bytes)."""
+    try:
+        return orjson.dumps(obj).decode()
+    except (orjson.JSONEncodeError, UnicodeError):
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _format_file(f: FileDesc) -> str:

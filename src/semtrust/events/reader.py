@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from semtrust.errors import InputError
-from semtrust.events.jsonexport import parse_record
+from semtrust.events.jsonexport import parse_record_bytes
 from semtrust.events.legacy import parse_legacy
 from semtrust.events.record import Record
 
 FORMATS = ("json", "legacy")
+_JSON_SPACE = b" \t\r\n"  # blank lines are skipped; JSON has no other white space
 MAX_LINE = 1 << 20  # a record longer than 1 MiB is malformed, not a reason to exhaust memory
 
 
@@ -53,16 +54,16 @@ def iter_records(
         raise InputError(f"unknown format {fmt!r} (use json or legacy)", field="--format")
     for lineno, raw, terminated in _lines(fp, source):
         if fmt is None:
-            if not raw.strip():
+            if not raw.strip(_JSON_SPACE):
                 continue
             fmt = detect_format(raw)
-        text = raw.decode("utf-8", "surrogateescape")
         try:
             if fmt == "json":
-                if not text.strip():
+                if not raw.strip(_JSON_SPACE):
                     continue
-                yield lineno, parse_record(text, source=source, line=lineno)
+                yield lineno, parse_record_bytes(raw, source=source, line=lineno)
             else:
+                text = raw.decode("utf-8", "surrogateescape")
                 if not terminated:
                     # The reference reader drops a final line without a newline.
                     if on_warning is not None:

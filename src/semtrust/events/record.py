@@ -4,18 +4,19 @@ One immutable record per security event, in the shape of the TSEM JSON export
 (spec §3.1): an event header, the context of execution (COE) and a CELL that
 describes the object acted on. Sensors, trajectory files and the kernel export
 all produce these, so the TMA never needs to know where an event came from.
+
+The records are named tuples: immutable like frozen dataclasses, and about three
+times cheaper to build, which matters at a million events per trajectory.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 ZERO32 = bytes(32)
 
 
-@dataclass(frozen=True, slots=True)
-class Coe:
+class Coe(NamedTuple):
     """Context of execution: the task's credentials and effective capabilities."""
 
     uid: int
@@ -29,8 +30,7 @@ class Coe:
     capeff: int
 
 
-@dataclass(frozen=True, slots=True)
-class Inode:
+class Inode(NamedTuple):
     """The inode facts the model binds: owner, mode and the filesystem identity."""
 
     uid: int
@@ -41,8 +41,7 @@ class Inode:
     s_uuid: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class PathName:
+class PathName(NamedTuple):
     """Where the file was reached; ``instance``/``owner`` mark files created in the domain."""
 
     pathname: str
@@ -53,8 +52,7 @@ class PathName:
     dev_minor: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FileDesc:
+class FileDesc(NamedTuple):
     """A file description: open flags, inode, path and content digest."""
 
     flags: int
@@ -63,15 +61,13 @@ class FileDesc:
     digest: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class FileCell:
+class FileCell(NamedTuple):
     """CELL of ``file_open``."""
 
     file: FileDesc
 
 
-@dataclass(frozen=True, slots=True)
-class MmapCell:
+class MmapCell(NamedTuple):
     """CELL of ``mmap_file``; ``file`` is None for an anonymous mapping."""
 
     prot: int
@@ -79,8 +75,7 @@ class MmapCell:
     file: FileDesc | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SocketCreateCell:
+class SocketCreateCell(NamedTuple):
     """CELL of ``socket_create``."""
 
     family: int
@@ -89,8 +84,7 @@ class SocketCreateCell:
     kern: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class SockDesc:
+class SockDesc(NamedTuple):
     """The socket an address event acts on; ``owner`` is its creator's task identity."""
 
     family: int
@@ -99,16 +93,14 @@ class SockDesc:
     owner: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class InetAddr:
+class InetAddr(NamedTuple):
     """IPv4 address with port and address as the kernel prints them (host-order ints)."""
 
     port: int
     address: int
 
 
-@dataclass(frozen=True, slots=True)
-class Inet6Addr:
+class Inet6Addr(NamedTuple):
     """IPv6 address; ``address`` is the 16 wire bytes."""
 
     port: int
@@ -117,15 +109,13 @@ class Inet6Addr:
     address: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class UnixAddr:
+class UnixAddr(NamedTuple):
     """AF_UNIX path (abstract names included as text)."""
 
     address: str
 
 
-@dataclass(frozen=True, slots=True)
-class OtherAddr:
+class OtherAddr(NamedTuple):
     """Any other family: a 32-byte digest of the address."""
 
     address: bytes
@@ -134,16 +124,14 @@ class OtherAddr:
 SockAddr: TypeAlias = InetAddr | Inet6Addr | UnixAddr | OtherAddr
 
 
-@dataclass(frozen=True, slots=True)
-class SocketAddrCell:
+class SocketAddrCell(NamedTuple):
     """CELL of ``socket_connect``, ``socket_bind`` and ``socket_accept``."""
 
     sock: SockDesc
     addr: SockAddr
 
 
-@dataclass(frozen=True, slots=True)
-class TaskKillCell:
+class TaskKillCell(NamedTuple):
     """CELL of ``task_kill``: the target's task identity and the signal."""
 
     target: bytes
@@ -151,8 +139,7 @@ class TaskKillCell:
     cross_ns: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class GenericCell:
+class GenericCell(NamedTuple):
     """CELL of every other event type; its content is kept but never hashed (spec §2.4.7)."""
 
     body: str = "{}"
@@ -165,8 +152,7 @@ Cell: TypeAlias = (
 EXPORT_TYPES = ("event", "async_event", "log")
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One security event: header, COE and CELL.
 
     Only ``type``, ``task_id``, ``coe`` and ``cell`` enter the coefficient; the
@@ -189,8 +175,7 @@ class Event:
     ts: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class LegacyEvent:
+class LegacyEvent(NamedTuple):
     """An event in the pre-JSON text format (spec §3.5), hashed by the legacy rules.
 
     The text is kept verbatim: it is the only faithful description of it.
@@ -206,15 +191,13 @@ class LegacyEvent:
     pseudonym: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Aggregate:
+class Aggregate(NamedTuple):
     """An ``aggregate`` export record: the hardware aggregate of the platform."""
 
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     """A ``log`` export record that carries no full event (spec §9.3): recorded, not modeled."""
 
     process: str

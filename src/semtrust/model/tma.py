@@ -13,8 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from semtrust.events.record import Event, LegacyEvent
 from semtrust.model.coefficient import ZERO, aggregate_extension, event_coefficient
@@ -23,6 +22,8 @@ if TYPE_CHECKING:
     from semtrust.model.modelfile import Model
 
 _sha256 = hashlib.sha256
+_VALID = 1
+_COUNT_ONE = 2
 
 
 class Mode(enum.Enum):
@@ -34,8 +35,7 @@ class Mode(enum.Enum):
     ENFORCING = "enforcing"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The TMA's answer for one event.
 
     ``trusted`` False means the task is disciplined (marked untrusted); the sensor
@@ -63,8 +63,9 @@ class TMA:
         self._hw: bytes | None = None
         self._agg_ext = aggregate_extension(ZERO, base)
         self._measurement = self._agg_ext
-        # coefficient -> [count, valid]; dicts keep first-seen order.
-        self._points: dict[bytes, list[int]] = {}
+        # coefficient -> count << 1 | valid (one int per point: memory follows points);
+        # dicts keep first-seen order.
+        self._points: dict[bytes, int] = {}
         # coefficient -> the event that first produced it (only with keep_events).
         self._events: dict[bytes, ModeledEvent] = {}
         self._pseudonyms: set[bytes] = set()
@@ -136,7 +137,7 @@ class TMA:
         if coefficient in self._points:
             return
         self._extend(coefficient)
-        self._points[coefficient] = [0, 1]
+        self._points[coefficient] = _VALID
 
     def load_model(
         self, model: Model, *, base: bytes | None = None, aggregate: bytes | None = None
@@ -167,15 +168,16 @@ class TMA:
     def update_coefficient(self, c: bytes, ev: ModeledEvent | None = None) -> Verdict:
         """Model an already computed coefficient (``ev`` is kept as its description)."""
         self.events += 1
-        info = self._points.get(c)
+        points = self._points
+        info = points.get(c)
         if info is not None:
-            info[0] += 1
-            return Verdict(c, False, bool(info[1]), self._mode)
+            points[c] = info + _COUNT_ONE
+            return Verdict(c, False, bool(info & _VALID), self._mode)
         if self._hw is None:
             self._ensure_aggregate()
         self._extend(c)
         sealed = self._mode is not Mode.FREE
-        self._points[c] = [1, 0 if sealed else 1]
+        points[c] = _COUNT_ONE if sealed else _COUNT_ONE | _VALID
         if sealed:
             self.forensics_count += 1
         if self._keep and ev is not None:
@@ -207,13 +209,13 @@ class TMA:
         return list(self._points)
 
     def counts(self) -> list[int]:
-        return [info[0] for info in self._points.values()]
+        return [info >> 1 for info in self._points.values()]
 
     def valid_points(self) -> list[bytes]:
-        return [p for p, info in self._points.items() if info[1]]
+        return [p for p, info in self._points.items() if info & _VALID]
 
     def forensic_points(self) -> list[bytes]:
-        return [p for p, info in self._points.items() if not info[1]]
+        return [p for p, info in self._points.items() if not info & _VALID]
 
     def event_of(self, c: bytes) -> ModeledEvent | None:
         """The event that first produced point ``c`` (None if loaded or not kept)."""
@@ -222,12 +224,12 @@ class TMA:
     def is_valid(self, c: bytes) -> bool | None:
         """True for a model point, False for a forensic one, None if unknown."""
         info = self._points.get(c)
-        return None if info is None else bool(info[1])
+        return None if info is None else bool(info & _VALID)
 
     def point_items(self) -> Iterable[tuple[bytes, int, bool]]:
         """``(coefficient, count, valid)`` in first-seen order."""
         for p, info in self._points.items():
-            yield p, info[0], bool(info[1])
+            yield p, info >> 1, bool(info & _VALID)
 
     # ----------------------------------------------------------------- helpers
     def _ensure_aggregate(self) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import json
 import os
 import socket
 import stat
@@ -41,6 +40,7 @@ from semtrust.events import (
     TaskKillCell,
     UnixAddr,
 )
+from semtrust.events.jsonexport import generic_body
 from semtrust.events.record import Cell
 from semtrust.model.coefficient import task_identity
 from semtrust.orchestrator.emulate import (
@@ -346,7 +346,7 @@ class Mediator:
         return cell
 
     def _generic(self, c: Ctx, etype: str, body: dict[str, object]) -> None:
-        ev = self.event(c, etype, GenericCell(json.dumps(body, sort_keys=True)))
+        ev = self.event(c, etype, GenericCell(generic_body(dict(sorted(body.items())))))
         self.finish(c, [ev])
 
     # ------------------------------------------------------------- file paths
@@ -689,7 +689,7 @@ class Mediator:
         events = [
             self.event(c, "file_open", FileCell(exe_open)),
             self.event(c, "bprm_committed_creds",
-                       GenericCell(json.dumps({"filename": exe_open.path.pathname})),
+                       GenericCell(generic_body({"filename": exe_open.path.pathname})),
                        coe=coe1, task_id=new_id),
         ]
         if not self.d.model_exec_file:  # [issue4] fanotify models the exec open
