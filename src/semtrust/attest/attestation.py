@@ -75,16 +75,23 @@ def quote_qualifier(doc: Mapping[str, Any]) -> bytes:
 
 
 # ----------------------------------------------------------------------- keys
-def _read(path: str | Path, what: str) -> bytes:
+MAX_KEY_BYTES = 1 << 20  # a PEM key is a few KiB; anything larger is not a key
+
+
+def read_bounded(path: str | Path, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as fp:
+            data = fp.read(MAX_KEY_BYTES + 1)
     except OSError as e:
         raise InputError(f"cannot read {what}: {e.strerror}", source=str(path)) from e
+    if len(data) > MAX_KEY_BYTES:
+        raise InputError(f"{what} larger than {MAX_KEY_BYTES} bytes", source=str(path))
+    return data
 
 
 def load_private_key(path: str | Path) -> PrivateKey:
     """A TMA signing key: PEM, Ed25519 or RSA (PKCS#1 or PKCS#8, unencrypted)."""
-    data = _read(path, "TMA key")
+    data = read_bounded(path, "TMA key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
@@ -114,7 +121,7 @@ def parse_public_key(data: bytes, source: str) -> PublicKey:
 
 
 def load_public_key(path: str | Path) -> PublicKey:
-    return parse_public_key(_read(path, "public key"), str(path))
+    return parse_public_key(read_bounded(path, "public key"), str(path))
 
 
 def signature_alg(key: PrivateKey | PublicKey) -> str:

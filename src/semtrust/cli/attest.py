@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from semtrust.attest.attestation import dumps, load_public_key, parse_nonce
+from semtrust.attest.attestation import dumps, load_public_key, parse_nonce, read_bounded
 from semtrust.attest.verify import Verifier, load_ak
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
@@ -82,10 +82,7 @@ def verify(attestation: str, key_path: str, model_path: str, nonce: str | None,
     model = load_model(model_path, key=model_key)
     ak = None
     if ak_path is not None:
-        try:
-            ak = load_ak(Path(ak_path).read_bytes(), ak_path)
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror}", source=ak_path) from None
+        ak = load_ak(read_bounded(ak_path, "TPM attestation key"), ak_path)
     doc = read_attestation(attestation)
     checks = Verifier(key, model, ak=ak, expected_base=want_base).verify(doc, nonce=want_nonce)
     ok = not any(c.failed for c in checks)
