@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from semtrust.orchestrator.bundle import build_busybox_bundle
-from semtrust.orchestrator.container import cgroup2_root, state_root
+from semtrust.orchestrator.container import (
+    STALE_AFTER_S,
+    STATE_LOCK,
+    cgroup2_root,
+    state_root,
+    sweep_stale_state,
+)
 from tests.integration.needs import need, need_container_host
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
@@ -246,7 +252,18 @@ def test_keeper_death_kills_the_container(bundle: Path, learned_sleep: Path) -> 
             time.sleep(0.05)
         assert not members()
         assert HOSTNAME.strip() not in out
-    finally:  # the keeper could not clean up after itself: do it here
+        # The keeper could not unmount its rootfs copy: the next start sweeps it away once
+        # nobody holds the state dir's lock (the mediator lets go when it exits).
+        rootfs = Path(str(info["rootfs"]))
+        assert os.path.ismount(rootfs)
+        old = time.time() - 2 * STALE_AFTER_S
+        os.utime(rootfs.parent / STATE_LOCK, (old, old))
+        deadline = time.monotonic() + 20
+        while rootfs.parent.exists() and time.monotonic() < deadline:
+            sweep_stale_state(state_root())
+            time.sleep(0.1)
+        assert not rootfs.parent.exists() and not os.path.ismount(rootfs)
+    finally:  # if the sweep did not, leave the machine clean
         rootfs = Path(str(info["rootfs"]))
         subprocess.run(["umount", "-l", str(rootfs)], capture_output=True)
         shutil.rmtree(rootfs.parent, ignore_errors=True)

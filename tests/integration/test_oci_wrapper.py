@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from semtrust.cli.oci import ENTRY
 from semtrust.orchestrator.bundle import build_busybox_bundle
+from semtrust.orchestrator.container import STALE_AFTER_S, STATE_LOCK, state_root, sweep_stale_state
 from tests.integration.needs import need, need_container_host
 
 WRAPPER = [sys.executable, "-c", ENTRY]
@@ -117,6 +119,14 @@ def test_kill_and_run(tmp_path: Path) -> None:
                        stderr=subprocess.DEVNULL, timeout=120)
     assert c.returncode == 0
     assert wrapper(root, "start", cid).returncode == 0
+    # create has exited; its detached keeper holds the state dir's lock, so a sweep (as the
+    # next container start runs it) must leave this live container's state alone.
+    mine = [d for d in state_root().iterdir() if d.name.startswith(cid)]
+    assert len(mine) == 1
+    old = time.time() - 2 * STALE_AFTER_S
+    os.utime(mine[0] / STATE_LOCK, (old, old))
+    assert mine[0] not in sweep_stale_state(state_root())
+    assert _state(root, cid)["status"] == "running"
     r = wrapper(root, "kill", cid, "KILL")
     assert r.returncode == 0, r.stderr
     deadline = time.monotonic() + 30

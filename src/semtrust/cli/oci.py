@@ -135,7 +135,12 @@ def _runc(glob: list[str], root: str | None, args: Sequence[str]) -> int:
 def _create(glob: list[str], root: str | None, args: list[str]) -> int:
     """``create``: set up the domain, then let runc create the container."""
     from semtrust.orchestrator import bundle as bundlemod
-    from semtrust.orchestrator.container import cleanup_state, open_fanotify, prepare
+    from semtrust.orchestrator.container import (
+        cleanup_state,
+        open_fanotify,
+        prepare,
+        state_lock_fd,
+    )
 
     vals, other, cid = _parse_create(args)
     bdir = vals.get("--bundle", os.getcwd())
@@ -153,7 +158,10 @@ def _create(glob: list[str], root: str | None, args: list[str]) -> int:
     keeper = subprocess.Popen(
         [sys.executable, "-c", ENTRY, "_keeper", plan.state_dir,
          str(fan.fileno()), str(status_w), str(go_r)],
-        pass_fds=(fan.fileno(), status_w, go_r), stdin=subprocess.DEVNULL,
+        # The state dir's lock goes along: the keeper outlives this process and the
+        # lock is what tells a later sweep that the container's state is in use.
+        pass_fds=(fan.fileno(), status_w, go_r, state_lock_fd(plan.state_dir)),
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     os.close(status_w)
     os.close(go_r)

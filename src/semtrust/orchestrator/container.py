@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import re
@@ -273,10 +274,12 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
     runc = find_runc()
     base = state_root()
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sweep_stale_state(base)
     sdir = base / f"{_safe_name(container_id)[:24]}-{os.getpid()}"  # sun_path <= 107
     if sdir.exists():
         shutil.rmtree(sdir)
     sdir.mkdir(mode=0o700)
+    _hold_state_lock(sdir)
     own_mount = False
     try:
         if in_place and bundlemod.is_own_filesystem(bundle.rootfs):
@@ -320,6 +323,59 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
     except BaseException:
         cleanup_state(sdir, own_mount)
         raise
+
+
+STATE_LOCK = "lock"
+STALE_AFTER_S = 60.0
+_held_locks: dict[str, int] = {}  # state dir -> lock fd, open for this process's life
+
+
+def _hold_state_lock(sdir: Path) -> None:
+    """Mark ``sdir`` live: an exclusive flock held as long as this process, a process
+    forked from it, or a keeper it passes the fd to (``state_lock_fd``) lives. It is
+    close-on-exec, so runc and an exec'd mediator do not keep it."""
+    fd = os.open(sdir / STATE_LOCK, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _held_locks[str(sdir)] = fd
+
+
+def state_lock_fd(sdir: str | Path) -> int:
+    """The lock fd of a state dir this process prepared (pass it to a detached keeper)."""
+    return _held_locks[str(sdir)]
+
+
+def sweep_stale_state(base: Path) -> list[Path]:
+    """Remove what a killed keeper left: state dirs whose lock nobody holds.
+
+    A keeper killed with SIGKILL takes its container with it (fail closed) but cannot
+    unmount its rootfs copy. A dir counts as stale only if it has a lock file older than
+    ``STALE_AFTER_S`` (so one being created right now is safe) that we can lock.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for sdir in entries:
+        lock = sdir / STATE_LOCK
+        try:
+            if time.time() - lock.stat().st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live keeper holds it
+        finally:
+            os.close(fd)
+        rootfs = sdir / "rootfs"
+        if os.path.ismount(rootfs):
+            bundlemod.umount(rootfs)
+        shutil.rmtree(sdir, ignore_errors=True)
+        removed.append(sdir)
+    return removed
 
 
 def cleanup_state(sdir: Path, own_mount: bool) -> None:
