@@ -47,6 +47,15 @@ _CREATE_VALUE = {"--bundle", "-b", "--console-socket", "--pid-file", "--preserve
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def _option_value(argv: list[str], i: int, name: str, eq: str, val: str) -> tuple[str, int]:
+    """The value of option ``argv[i]``: after ``=``, or the next word (then skipped)."""
+    if eq:
+        return val, i
+    if i + 1 >= len(argv):
+        raise InputError(f"option {name} needs a value")
+    return argv[i + 1], i + 1
+
+
 def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
     """(global options except --root, --root value, rest starting at the command)."""
     glob: list[str] = []
@@ -56,11 +65,7 @@ def _split_global(argv: list[str]) -> tuple[list[str], str | None, list[str]]:
         a = argv[i]
         name, eq, val = a.partition("=")
         if name in _GLOBAL_VALUE:
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise InputError(f"option {name} needs a value")
-                val = argv[i + 1]
-                i += 1
+            val, i = _option_value(argv, i, name, eq, val)
             if name == "--root":
                 root = val
             else:
@@ -85,11 +90,7 @@ def _parse_create(args: list[str]) -> tuple[dict[str, str], list[str], str]:
         a = args[i]
         name, eq, val = a.partition("=")
         if name in _CREATE_VALUE:
-            if not eq:
-                if i + 1 >= len(args):
-                    raise InputError(f"option {name} needs a value")
-                val = args[i + 1]
-                i += 1
+            val, i = _option_value(args, i, name, eq, val)
             vals["--bundle" if name == "-b" else name] = val
         elif a.startswith("-"):
             other.append(a)
