@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.needs import need
+
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,11 +184,11 @@ def test_unprivileged_user_learns_and_enforces() -> None:
 
 def _unprivileged(tmp_path: Path) -> None:
     setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("setpriv (util-linux) not installed")
+    need(setpriv is not None, "setpriv (util-linux) not installed")
+    assert setpriv is not None
     found = _unprivileged_python()
-    if found is None:
-        pytest.skip("no /usr/bin/python3 readable by nobody")
+    need(found is not None, "no /usr/bin/python3 readable by nobody")
+    assert found is not None
     cmd, env = found
     probe = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *cmd,
                             "--version"], capture_output=True, text=True, env=env)

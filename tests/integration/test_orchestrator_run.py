@@ -28,6 +28,7 @@ from semtrust.events import (
     UnixAddr,
 )
 from semtrust.events.jsonexport import parse_record
+from tests.integration.needs import need
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -323,7 +324,7 @@ def test_emulated_open_uses_task_credentials_and_umask() -> None:
     """While enforcing, the orchestrator opens files as the task: no root reads, its umask."""
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        pytest.skip("setpriv (util-linux) not installed")
+        need(False, "setpriv (util-linux) not installed")
     d = Path(tempfile.mkdtemp(prefix="semtrust-creds-", dir="/tmp"))
     try:
         d.chmod(0o1777)
@@ -402,7 +403,7 @@ def test_workload_cannot_install_a_shadowing_listener(tmp_path: Path) -> None:
 def test_files_are_resolved_in_the_tasks_own_mount_namespace(tmp_path: Path) -> None:
     """A bind mount private to the workload must not fool the orchestrator's resolution."""
     if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) not installed")
+        need(False, "unshare (util-linux) not installed")
     traj = tmp_path / "t.json"
     src = tmp_path / "other"
     src.write_text("not the hostname\n")

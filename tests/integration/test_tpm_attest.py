@@ -25,6 +25,7 @@ from semtrust.model.coefficient import ZERO, hw_aggregate, state_value
 from semtrust.model.modelfile import Model, parse_model, render_model
 from semtrust.model.signing import generate_key, write_keypair
 from semtrust.model.tma import TMA
+from tests.integration.needs import need
 
 NONCE = bytes.fromhex("a5" * 20)
 BASE = hashlib.sha256(b"verifier base").digest()
@@ -40,8 +41,8 @@ def _by_name(checks: list[Check]) -> dict[str, Check]:
 
 def _pcrread_tool(tcti: str, indices: list[int]) -> dict[int, bytes]:
     """PCR values as tpm2-tools reads them: an implementation independent of ours."""
-    if shutil.which("tpm2_pcrread") is None:
-        pytest.skip("tpm2_pcrread not installed (Debian tpm2-tools)")
+    need(shutil.which("tpm2_pcrread") is not None,
+         "tpm2_pcrread not installed (Debian tpm2-tools)")
     out = subprocess.run(
         ["tpm2_pcrread", "sha256:" + ",".join(map(str, indices))],
         env={**os.environ, "TPM2TOOLS_TCTI": tcti}, check=True, capture_output=True,
