@@ -11,10 +11,11 @@ from rich.console import Console
 
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
-from semtrust.events.reader import FORMATS, read_records
+from semtrust.events.reader import FORMATS, iter_points, iter_records, open_trajectory, source_name
 from semtrust.events.record import Aggregate, LogRecord
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.modelfile import load_model, render_model
+from semtrust.model.quick import QuickCoefficients
 from semtrust.model.tma import TMA
 
 
@@ -64,13 +65,19 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
         pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned).pseudonyms)
     out = sys.stdout
     buf: list[str] = []
-    for _line, rec in read_records(trajectory, fmt, on_warning=_warn):
-        if isinstance(rec, Aggregate | LogRecord):
-            continue
-        buf.append(event_coefficient(rec, pseudonyms).hex())
-        if len(buf) >= 4096:
-            out.write("\n".join(buf) + "\n")
-            buf.clear()
+    quick = QuickCoefficients(pseudonyms).of_line
+    with open_trajectory(trajectory) as fp:
+        for _line, item in iter_points(fp, quick, source=source_name(trajectory), fmt=fmt,
+                                       on_warning=_warn):
+            if type(item) is bytes:
+                buf.append(item.hex())
+            elif isinstance(item, Aggregate | LogRecord):
+                continue
+            else:
+                buf.append(event_coefficient(item, pseudonyms).hex())  # type: ignore[arg-type]
+            if len(buf) >= 4096:
+                out.write("\n".join(buf) + "\n")
+                buf.clear()
     if buf:
         out.write("\n".join(buf) + "\n")
     out.flush()
@@ -126,21 +133,31 @@ def replay(
 
     logs = denied = untrusted_events = 0
     progress = _Progress()
-    for line, rec in read_records(trajectory, fmt, skip_invalid=skip_invalid,
-                                  on_skip=_skip,
-                                  on_warning=_warn):
-        if not line & 0xFFFF:
-            progress.show(line, tma)
-        if isinstance(rec, Aggregate):
-            tma.set_aggregate(rec.value)
-            continue
-        if isinstance(rec, LogRecord):
-            logs += 1
-            continue
-        verdict = tma.update(rec)
-        if not verdict.trusted:
-            untrusted_events += 1
-            denied += verdict.deny
+    # Without a model to write, events need no descriptions: coefficients come straight
+    # from the lines where they can (semtrust.model.quick).
+    quick = None if output_model else QuickCoefficients(tma.pseudonyms).of_line
+    with open_trajectory(trajectory) as traj:
+        source = source_name(trajectory)
+        items = (iter_points(traj, quick, source=source, fmt=fmt, skip_invalid=skip_invalid,
+                             on_skip=_skip, on_warning=_warn) if quick is not None
+                 else iter_records(traj, source=source, fmt=fmt, skip_invalid=skip_invalid,
+                                   on_skip=_skip, on_warning=_warn))
+        for line, item in items:
+            if not line & 0xFFFF:
+                progress.show(line, tma)
+            if type(item) is bytes:
+                verdict = tma.update_coefficient(item)
+            elif isinstance(item, Aggregate):
+                tma.set_aggregate(item.value)
+                continue
+            elif isinstance(item, LogRecord):
+                logs += 1
+                continue
+            else:
+                verdict = tma.update(item)  # type: ignore[arg-type]
+            if not verdict.trusted:
+                untrusted_events += 1
+                denied += verdict.deny
     progress.close()
     for exc in skipped:
         click.echo(f"semtrust: skipped: {exc}", err=True)

@@ -140,12 +140,13 @@ def _parse_coe(d: _JSONObj) -> Coe:
     except TypeError:  # a list/object where a number belongs: the field parser names it
         coe = None
     if coe is None:
-        coe = _parse_coe_fields(c)
+        coe = parse_coe_object(c)
         _cached(_COE_CACHE, key, coe)
     return coe
 
 
-def _parse_coe_fields(c: _JSONObj) -> Coe:
+def parse_coe_object(c: _JSONObj) -> Coe:
+    """The decoded ``COE`` object's credentials and capabilities."""
     p = "COE."
     return Coe(
         _u32(c, "uid", p), _u32(c, "euid", p), _u32(c, "suid", p),
@@ -156,6 +157,18 @@ def _parse_coe_fields(c: _JSONObj) -> Coe:
 
 
 _INODE_KEYS = ("uid", "gid", "mode", "s_magic", "s_id", "s_uuid")
+
+
+def parse_inode_object(i: _JSONObj, ip: str = "file.inode.") -> Inode:
+    """A decoded ``inode`` object; ``ip`` prefixes the field names in errors."""
+    s_id = _str(i, "s_id", ip)
+    if len(s_id.encode("utf-8", "surrogateescape")) > 31:
+        raise InputError("s_id longer than 31 bytes", field=f"{ip}s_id")
+    return Inode(
+        _u32(i, "uid", ip), _u32(i, "gid", ip),
+        u16(_str(i, "mode", ip), f"{ip}mode"),
+        _u32(i, "s_magic", ip), s_id, _hex(i, "s_uuid", ip, 16),
+    )
 
 
 def _parse_file(cell: _JSONObj, path: str) -> FileDesc:
@@ -169,14 +182,7 @@ def _parse_file(cell: _JSONObj, path: str) -> FileDesc:
     except TypeError:  # unhashable (list/object) value: the field parser names it
         inode = None
     if inode is None:
-        s_id = _str(i, "s_id", ip)
-        if len(s_id.encode("utf-8", "surrogateescape")) > 31:
-            raise InputError("s_id longer than 31 bytes", field=f"{ip}s_id")
-        inode = Inode(
-            _u32(i, "uid", ip), _u32(i, "gid", ip),
-            u16(_str(i, "mode", ip), f"{ip}mode"),
-            _u32(i, "s_magic", ip), s_id, _hex(i, "s_uuid", ip, 16),
-        )
+        inode = parse_inode_object(i, ip)
         _cached(_INODE_CACHE, ikey, inode)
     pa = _obj(f, "path", fp)
     pp = f"{fp}path."

@@ -7,8 +7,9 @@ hash exactly as the bytes the kernel reported.
 
 from __future__ import annotations
 
-import io
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +41,10 @@ def _lines(fp: BinaryIO, source: str) -> Iterator[tuple[int, bytes, bool]]:
         yield lineno, raw[:-1] if terminated else raw, terminated
 
 
+#: Computes a coefficient straight from a JSON line, or None to leave it to the parser.
+QuickPath = Callable[[bytes], "bytes | None"]
+
+
 def iter_records(
     fp: BinaryIO,
     *,
@@ -50,6 +55,33 @@ def iter_records(
     on_warning: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[int, Record]]:
     """Yield ``(line number, record)``; with ``skip_invalid`` bad lines go to ``on_skip``."""
+    return _iter(fp, source, fmt, skip_invalid, on_skip, on_warning, None)  # type: ignore[return-value]
+
+
+def iter_points(
+    fp: BinaryIO,
+    quick: QuickPath,
+    *,
+    source: str,
+    fmt: str | None = None,
+    skip_invalid: bool = False,
+    on_skip: Callable[[InputError], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> Iterator[tuple[int, Record | bytes]]:
+    """Like ``iter_records``, but a JSON line ``quick`` answers for yields its coefficient
+    (``bytes``) instead of a record."""
+    return _iter(fp, source, fmt, skip_invalid, on_skip, on_warning, quick)
+
+
+def _iter(
+    fp: BinaryIO,
+    source: str,
+    fmt: str | None,
+    skip_invalid: bool,
+    on_skip: Callable[[InputError], None] | None,
+    on_warning: Callable[[str], None] | None,
+    quick: QuickPath | None,
+) -> Iterator[tuple[int, Record | bytes]]:
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (use json or legacy)", field="--format")
     for lineno, raw, terminated in _lines(fp, source):
@@ -59,6 +91,11 @@ def iter_records(
             fmt = detect_format(raw)
         try:
             if fmt == "json":
+                if quick is not None:
+                    coefficient = quick(raw)
+                    if coefficient is not None:
+                        yield lineno, coefficient
+                        continue
                 if not raw.strip(_JSON_SPACE):
                     continue
                 yield lineno, parse_record_bytes(raw, source=source, line=lineno)
@@ -77,24 +114,31 @@ def iter_records(
                 on_skip(exc)
 
 
+@contextmanager
+def open_trajectory(path: str | Path) -> Iterator[BinaryIO]:
+    """The trajectory file (``-`` for stdin), buffered; a clear error if unreadable."""
+    source = str(path)
+    if source == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        fp = open(path, "rb", buffering=1 << 16)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source=source) from None
+    with fp:
+        yield fp
+
+
+def source_name(path: str | Path) -> str:
+    """How errors name the trajectory."""
+    return "<stdin>" if str(path) == "-" else str(path)
+
+
 def read_records(
     path: str | Path,
     fmt: str | None = None,
     **kwargs: object,
 ) -> Iterator[tuple[int, Record]]:
     """Open ``path`` (``-`` for stdin) and stream its records."""
-    import sys
-
-    source = str(path)
-    if source == "-":
-        yield from iter_records(sys.stdin.buffer, source="<stdin>", fmt=fmt, **kwargs)  # type: ignore[arg-type]
-        return
-    try:
-        fp = open(path, "rb")  # noqa: SIM115 - closed below, generator-owned
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", source=source) from None
-    with fp:
-        yield from iter_records(
-            io.BufferedReader(fp, 1 << 16) if not isinstance(fp, io.BufferedReader) else fp,
-            source=source, fmt=fmt, **kwargs,  # type: ignore[arg-type]
-        )
+    with open_trajectory(path) as fp:
+        yield from iter_records(fp, source=source_name(path), fmt=fmt, **kwargs)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Iterable, Set
 
 from semtrust.events.record import (
+    Cell,
     Coe,
     Event,
     FileCell,
@@ -20,6 +21,7 @@ from semtrust.events.record import (
     GenericCell,
     Inet6Addr,
     InetAddr,
+    Inode,
     LegacyEvent,
     MmapCell,
     OtherAddr,
@@ -35,7 +37,7 @@ EMPTY_DIGEST = hashlib.sha256(b"").digest()
 TMPFS_MAGIC = 0x01021994
 _sha256 = hashlib.sha256
 _COE = struct.Struct("<8IQ")
-_FILE_HEAD = struct.Struct("<IIIHI")
+_INODE = struct.Struct("<IIHI")  # after the u32 open flags
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _SOCK = struct.Struct("<III")
@@ -62,30 +64,44 @@ def pseudonym(pathname: str) -> bytes:
     return _sha256(_lstr(_enc(pathname))).digest()
 
 
-def file_preimage(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
-    """The file description's bytes as they enter a CELL (spec §2.4.1)."""
-    i, p = f.inode, f.path
+def inode_preimage(i: Inode) -> bytes:
+    """The inode's part of a file description: owner, mode, filesystem name and UUID."""
     s_id = _enc(i.s_id)
-    parts = [
-        _FILE_HEAD.pack(f.flags, i.uid, i.gid, i.mode, i.s_magic),
+    return b"".join((
+        _INODE.pack(i.uid, i.gid, i.mode, i.s_magic),
         s_id + bytes(32 - len(s_id)),
         ZERO[:16] if i.s_magic == TMPFS_MAGIC else i.s_uuid,
-        _lstr(_enc(p.type)),
-    ]
+    ))
+
+
+def path_preimage(path_type: str, pathname: bytes, instance: int, owner: bytes | None) -> bytes:
+    """Where the file was reached; a file created in the domain is named by its directory,
+    instance and creator instead of its full path (spec §2.4.1 rows 8-9)."""
+    if instance:
+        return b"".join((
+            _lstr(_enc(path_type)),
+            _lstr(pathname[: pathname.rfind(b"/") + 1]),
+            _U64.pack(instance),
+            owner if owner is not None else ZERO,
+        ))
+    return _lstr(_enc(path_type)) + _lstr(pathname)
+
+
+def is_pseudonym(pathname: bytes, pseudonyms: Set[bytes]) -> bool:
+    """True when the path's pseudonym is loaded: its content digest is then not hashed."""
+    return bool(pseudonyms) and _sha256(_lstr(pathname)).digest() in pseudonyms
+
+
+def file_preimage(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
+    """The file description's bytes as they enter a CELL (spec §2.4.1)."""
+    p = f.path
     path = _enc(p.pathname)
-    if p.instance:
-        parts += (
-            _lstr(path[: path.rfind(b"/") + 1]),
-            _U64.pack(p.instance),
-            p.owner if p.owner is not None else ZERO,
-        )
-    else:
-        parts.append(_lstr(path))
-    if pseudonyms and _sha256(_lstr(path)).digest() in pseudonyms:
-        parts.append(EMPTY_DIGEST)
-    else:
-        parts.append(f.digest)
-    return b"".join(parts)
+    return b"".join((
+        _U32.pack(f.flags),
+        inode_preimage(f.inode),
+        path_preimage(p.type, path, p.instance, p.owner),
+        EMPTY_DIGEST if is_pseudonym(path, pseudonyms) else f.digest,
+    ))
 
 
 def file_digest(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
@@ -121,7 +137,11 @@ def _addr_preimage(cell: SocketAddrCell, accept: bool) -> bytes:
 
 def cell_preimage(ev: Event, pseudonyms: Set[bytes] = frozenset()) -> bytes:
     """The CELL preimage of an event (spec §2.4)."""
-    cell = ev.cell
+    return typed_cell_preimage(ev.type, ev.cell, pseudonyms)
+
+
+def typed_cell_preimage(name: str, cell: Cell, pseudonyms: Set[bytes] = frozenset()) -> bytes:
+    """The CELL preimage of a ``name`` event; accept differs from connect/bind (spec §9.2)."""
     if isinstance(cell, FileCell):
         return file_preimage(cell.file, pseudonyms)
     if isinstance(cell, MmapCell):
@@ -130,11 +150,11 @@ def cell_preimage(ev: Event, pseudonyms: Set[bytes] = frozenset()) -> bytes:
     if isinstance(cell, SocketCreateCell):
         return struct.pack("<IIII", cell.family, cell.type, cell.protocol, cell.kern)
     if isinstance(cell, SocketAddrCell):
-        return _sock(cell.sock) + _addr_preimage(cell, ev.type == "socket_accept")
+        return _sock(cell.sock) + _addr_preimage(cell, name == "socket_accept")
     if isinstance(cell, TaskKillCell):
         return _II.pack(cell.cross_ns, cell.sig) + cell.target
     assert isinstance(cell, GenericCell)
-    return _enc(ev.type) + EMPTY_DIGEST
+    return _enc(name) + EMPTY_DIGEST
 
 
 def cell_digest(ev: Event, pseudonyms: Set[bytes] = frozenset()) -> bytes:

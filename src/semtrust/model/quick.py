@@ -1,0 +1,419 @@
+"""Coefficients straight from JSON export lines, without building events.
+
+``points`` and ``replay`` need only each record's coefficient, and building
+the full canonical event costs about three times the coefficient itself. Here
+a line is decoded against a typed msgspec schema of the records we know,
+the digests of COE and inode objects are cached by their raw JSON text, and
+the CELL is hashed from the decoded fields.
+
+This path only ever answers for lines it fully understands. A backslash, a
+missing or mistyped field, an out-of-range number, an unknown export type or
+anything else unusual makes it return None, and the caller parses the line
+with the full parser, which then produces the coefficient or names the
+error. So the two paths agree by construction on every line this one
+accepts; ``tests/unit/test_quick.py`` checks it differentially on the
+vectors, hypothesis events and mutated records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Set
+
+import msgspec
+import orjson
+from msgspec import UNSET, Raw, Struct, UnsetType
+
+from semtrust.errors import InputError
+from semtrust.events.jsonexport import parse_coe_object, parse_inode_object
+from semtrust.events.names import EVENT_NAMES, EXPLICIT_CELLS
+from semtrust.events.numbers import _U32_CACHE, strtoll, u32
+from semtrust.events.record import (
+    Inet6Addr,
+    InetAddr,
+    OtherAddr,
+    SockDesc,
+    SocketAddrCell,
+    UnixAddr,
+)
+from semtrust.model.coefficient import (
+    EMPTY_DIGEST,
+    coe_digest,
+    inode_preimage,
+    is_pseudonym,
+    path_preimage,
+    typed_cell_preimage,
+)
+
+_sha256 = hashlib.sha256
+_U32 = struct.Struct("<I")
+_II = struct.Struct("<II")
+_IIII = struct.Struct("<IIII")
+_EVENT_EXPORTS = frozenset({"event", "async_event", "log"})
+# Deeper records may overflow the full parser's recursion; they always take it.
+_MAX_BRACKETS = 200
+_CACHE_LIMIT = 1 << 14
+
+
+# The schema: only what the coefficient and the full parser's checks read.
+# Optional keys are UNSET when absent, so an explicit null is a type error
+# (as it is for the full parser), never "absent".
+class _Export(Struct, gc=False):
+    type: str
+
+
+class _Header(Struct, gc=False):
+    type: str
+    task_id: str
+    # "" converts to 0 without error, exactly like an absent key does.
+    pid: str = ""
+    tnum: str = ""
+    context: str = ""
+    number: str = ""
+    ttd: str = ""
+    p_ttd: str = ""
+    ts: str = ""
+    process: str = ""
+    p_task_id: str | UnsetType = UNSET
+
+
+class _Dev(Struct, gc=False):
+    """Any object: device numbers are never hashed, only the object is required."""
+
+
+class _Path(Struct, gc=False):
+    type: str
+    pathname: str
+    instance: str | UnsetType = UNSET
+    owner: str | UnsetType = UNSET
+    dev: _Dev | UnsetType = UNSET
+
+
+class _File(Struct, gc=False):
+    flags: str
+    inode: Raw
+    path: _Path
+    digest: str
+
+
+class _FileCell(Struct, gc=False):
+    file: _File
+
+
+class _MmapCell(Struct, gc=False):
+    prot: str
+    flags: str
+    file: _File | UnsetType = UNSET
+
+
+class _SocketCreate(Struct, gc=False):
+    family: str
+    type: str
+    protocol: str
+    kern: str
+
+
+class _Sock(Struct, gc=False):
+    family: str
+    type: str
+    protocol: str
+    owner: str
+
+
+class _Inet(Struct, gc=False):
+    address: str
+    port: str | UnsetType = UNSET
+
+
+class _Inet6(Struct, gc=False):
+    address: str
+    flow: str | UnsetType = UNSET
+    scope: str | UnsetType = UNSET
+
+
+class _Unix(Struct, gc=False):
+    address: str
+
+
+class _Other(Struct, gc=False):
+    address: str
+
+
+class _Addr(Struct, gc=False):
+    af_inet: _Inet | UnsetType = UNSET
+    af_inet6: _Inet6 | UnsetType = UNSET
+    af_unix: _Unix | UnsetType = UNSET
+    af_other: _Other | UnsetType = UNSET
+
+
+class _AddrCell(Struct, gc=False):
+    sock: _Sock
+    addr: _Addr
+
+
+class _TaskKill(Struct, gc=False):
+    target: str
+    sig: str
+    cross_ns: str
+
+
+class _Record(Struct, gc=False):
+    event: _Header
+    COE: Raw
+    export: _Export | UnsetType = UNSET
+    file_open: _FileCell | UnsetType = UNSET
+    mmap_file: _MmapCell | UnsetType = UNSET
+    socket_create: _SocketCreate | UnsetType = UNSET
+    socket_connect: _AddrCell | UnsetType = UNSET
+    socket_bind: _AddrCell | UnsetType = UNSET
+    socket_accept: _AddrCell | UnsetType = UNSET
+    task_kill: _TaskKill | UnsetType = UNSET
+
+
+_DECODER = msgspec.json.Decoder(_Record)
+
+# Event name -> (its bytes, the generic CELL digest or None for explicit CELLs).
+_NAMES: dict[str, tuple[bytes, bytes | None]] = {
+    n: (n.encode(), None if n in EXPLICIT_CELLS
+        else _sha256(n.encode() + EMPTY_DIGEST).digest())
+    for n in EVENT_NAMES
+}
+
+
+class _Refused(Exception):
+    """The line is outside this path; the full parser decides."""
+
+
+def _num32(text: str) -> int:
+    value = _U32_CACHE.get(text)
+    if value is None:
+        try:
+            value = u32(text, "")
+        except InputError:
+            raise _Refused from None
+    return value
+
+
+def _num64(text: str) -> int:
+    """A 64-bit field read like ``u64``: any strtoll value in range, then masked."""
+    try:
+        return strtoll(text) & 0xFFFFFFFFFFFFFFFF
+    except InputError:
+        raise _Refused from None
+
+
+def _hex(text: str, size: int) -> bytes:
+    """Exactly ``size`` bytes from exactly ``2 * size`` hex digits (fromhex skips spaces)."""
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise _Refused from None
+    if len(value) != size or len(text) != 2 * size:
+        raise _Refused
+    return value
+
+
+def _header_ok(h: _Header) -> bool:
+    """The full parser's checks of header fields that are never hashed."""
+    # 17 characters never exceed int64 in any base strtoll reads.
+    if (len(h.tnum) > 17 or len(h.context) > 17 or len(h.number) > 17
+            or len(h.ttd) > 17 or len(h.p_ttd) > 17 or len(h.ts) > 17):
+        try:
+            for text in (h.tnum, h.context, h.number, h.ttd, h.p_ttd, h.ts):
+                strtoll(text)
+        except InputError:
+            return False
+    if h.pid not in _U32_CACHE:
+        try:
+            u32(h.pid, "")
+        except InputError:
+            return False
+    return True
+
+
+class QuickCoefficients:
+    """Computes coefficients of JSON export lines; ``of_line`` returns None to defer.
+
+    Holds bounded caches (COE and inode digests by raw text, task identities by
+    hex text) and the pseudonyms of the model in use.
+    """
+
+    def __init__(self, pseudonyms: Set[bytes] = frozenset()) -> None:
+        self._pseudonyms = frozenset(pseudonyms)
+        self._coes: dict[bytes, bytes] = {}
+        self._inodes: dict[bytes, bytes] = {}
+        self._tasks: dict[str, bytes] = {}
+
+    def of_line(self, raw: bytes) -> bytes | None:
+        """The coefficient of one event line, or None if the full parser must decide
+        (aggregate and log records, errors, and every unusual shape)."""
+        if b"\\" in raw:
+            return None  # the C backslash rule differs from JSON's
+        try:
+            rec = _DECODER.decode(raw)
+        except (msgspec.DecodeError, ValueError):
+            return None
+        if raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS:
+            return None
+        try:
+            return self._coefficient(rec)
+        except _Refused:
+            return None
+
+    def _coefficient(self, rec: _Record) -> bytes:
+        h = rec.event
+        names = _NAMES.get(h.type)
+        if names is None:
+            raise _Refused
+        export = rec.export
+        if export is not UNSET and export.type not in _EVENT_EXPORTS:
+            raise _Refused
+        if not _header_ok(h):
+            raise _Refused
+        task_id = self._task(h.task_id)
+        if h.p_task_id is not UNSET:
+            self._task(h.p_task_id)
+        coe_id = self._coe(bytes(rec.COE))
+        name, cell_id = names
+        if cell_id is None:
+            cell_id = _sha256(self._cell(h.type, rec)).digest()
+        return _sha256(name + task_id + coe_id + cell_id).digest()
+
+    # ------------------------------------------------------------------ parts
+    def _task(self, text: str) -> bytes:
+        value = self._tasks.get(text)
+        if value is None:
+            if not text or len(text) & 1:
+                raise _Refused
+            try:
+                value = bytes.fromhex(text)
+            except ValueError:
+                raise _Refused from None
+            if 2 * len(value) != len(text):  # fromhex skipped white space
+                raise _Refused
+            if len(self._tasks) >= _CACHE_LIMIT:
+                self._tasks.clear()
+            self._tasks[text] = value
+        return value
+
+    def _coe(self, raw: bytes) -> bytes:
+        value = self._coes.get(raw)
+        if value is None:
+            try:
+                obj = orjson.loads(raw)
+                if type(obj) is not dict:
+                    raise _Refused
+                value = coe_digest(parse_coe_object(obj))
+            except (orjson.JSONDecodeError, InputError):
+                raise _Refused from None
+            if len(self._coes) >= _CACHE_LIMIT:
+                self._coes.clear()
+            self._coes[raw] = value
+        return value
+
+    def _inode(self, raw: bytes) -> bytes:
+        value = self._inodes.get(raw)
+        if value is None:
+            try:
+                obj = orjson.loads(raw)
+                if type(obj) is not dict:
+                    raise _Refused
+                value = inode_preimage(parse_inode_object(obj))
+            except (orjson.JSONDecodeError, InputError):
+                raise _Refused from None
+            if len(self._inodes) >= _CACHE_LIMIT:
+                self._inodes.clear()
+            self._inodes[raw] = value
+        return value
+
+    def _file(self, f: _File) -> bytes:
+        p = f.path
+        pathname = p.pathname.encode()
+        instance = 0
+        owner = None
+        if p.instance is not UNSET:
+            instance = _num64(p.instance)
+            if instance:
+                if p.owner is UNSET or b"/" not in pathname:
+                    raise _Refused
+                owner = _hex(p.owner, 32)
+        digest = _hex(f.digest, 32)  # checked even when a pseudonym replaces it
+        if self._pseudonyms and is_pseudonym(pathname, self._pseudonyms):
+            digest = EMPTY_DIGEST
+        return b"".join((
+            _U32.pack(_num32(f.flags)),
+            self._inode(bytes(f.inode)),
+            path_preimage(p.type, pathname, instance, owner),
+            digest,
+        ))
+
+    def _cell(self, name: str, rec: _Record) -> bytes:
+        if name == "file_open":
+            cell = rec.file_open
+            if cell is UNSET:
+                raise _Refused
+            return self._file(cell.file)
+        if name == "mmap_file":
+            mm = rec.mmap_file
+            if mm is UNSET:
+                raise _Refused
+            head = self._file(mm.file) if mm.file is not UNSET else b""
+            return head + _II.pack(_num32(mm.prot), _num32(mm.flags))
+        if name == "socket_create":
+            sc = rec.socket_create
+            if sc is UNSET:
+                raise _Refused
+            return _IIII.pack(
+                _num32(sc.family), _num32(sc.type), _num32(sc.protocol), _num32(sc.kern)
+            )
+        if name == "task_kill":
+            tk = rec.task_kill
+            if tk is UNSET:
+                raise _Refused
+            return _II.pack(_num32(tk.cross_ns), _num32(tk.sig)) + _hex(tk.target, 32)
+        return self._addr_cell(name, rec)
+
+    def _addr_cell(self, name: str, rec: _Record) -> bytes:
+        ac = (rec.socket_connect if name == "socket_connect"
+              else rec.socket_bind if name == "socket_bind" else rec.socket_accept)
+        if ac is UNSET:
+            raise _Refused
+        s = ac.sock
+        sock = SockDesc(_num32(s.family), _num32(s.type), _num32(s.protocol), _hex(s.owner, 32))
+        accept = name == "socket_accept"
+        a = ac.addr
+        addr: InetAddr | Inet6Addr | UnixAddr | OtherAddr
+        if sock.family == 2:
+            v4 = a.af_inet
+            if v4 is UNSET:
+                raise _Refused
+            if accept:
+                port = 0
+            elif v4.port is UNSET:
+                raise _Refused
+            else:
+                port = _num32(v4.port)
+            addr = InetAddr(port, _num32(v4.address))
+        elif sock.family == 10:
+            v6 = a.af_inet6
+            if v6 is UNSET:
+                raise _Refused
+            flow = scope = 0
+            if not accept:
+                if v6.flow is UNSET or v6.scope is UNSET:
+                    raise _Refused
+                flow, scope = _num32(v6.flow), _num32(v6.scope)
+            addr = Inet6Addr(0, flow, scope, _hex(v6.address, 16))
+        elif sock.family == 1:
+            un = a.af_unix
+            if un is UNSET or len(un.address.encode()) > 108:
+                raise _Refused
+            addr = UnixAddr(un.address)
+        else:
+            other = a.af_other
+            if other is UNSET:
+                raise _Refused
+            addr = OtherAddr(_hex(other.address, 32))
+        return typed_cell_preimage(name, SocketAddrCell(sock, addr), self._pseudonyms)
+
