@@ -6,6 +6,7 @@ traceback reaches the user for bad input.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -14,8 +15,33 @@ import click
 from semtrust import __version__
 from semtrust.errors import SemtrustError
 
+# Command name -> (module, attribute). Commands are imported when used: replaying a
+# trajectory should not pay for importing the orchestrator, TPM and crypto stacks.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "points": ("semtrust.cli.trajectory", "points"),
+    "replay": ("semtrust.cli.trajectory", "replay"),
+    "model": ("semtrust.cli.modelcmd", "model"),
+    "run": ("semtrust.cli.run", "run"),  # [issue3]
+    "console": ("semtrust.cli.run", "console"),
+    "list": ("semtrust.cli.run", "list_cmd"),
+    "attest": ("semtrust.cli.attest", "attest"),  # [issue5]
+    "verify": ("semtrust.cli.attest", "verify"),
+    "oci": ("semtrust.cli.oci", "oci"),  # [issue4]
+}
+
 
 class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        command = getattr(importlib.import_module(target[0]), target[1])
+        assert isinstance(command, click.Command)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -32,25 +58,3 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="semtrust")
 def main() -> None:
     """semtrust: model and enforce the security behaviour of workloads."""
-
-
-def _register() -> None:
-    from semtrust.cli import modelcmd, trajectory
-
-    main.add_command(trajectory.points)
-    main.add_command(trajectory.replay)
-    main.add_command(modelcmd.model)
-    from semtrust.cli import run  # [issue3]
-
-    for cmd in (run.run, run.console, run.list_cmd):
-        main.add_command(cmd)
-    from semtrust.cli import attest  # [issue5]
-
-    main.add_command(attest.attest)
-    main.add_command(attest.verify)
-    from semtrust.cli import oci  # [issue4]
-
-    main.add_command(oci.oci)
-
-
-_register()

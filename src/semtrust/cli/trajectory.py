@@ -7,7 +7,6 @@ import sys
 import time
 
 import click
-from rich.console import Console
 
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
@@ -27,7 +26,11 @@ class _Progress:
     """Events read so far, on a terminal only; called every 65536 lines."""
 
     def __init__(self) -> None:
-        self._console = Console(stderr=True) if sys.stderr.isatty() else None
+        self._console = None
+        if sys.stderr.isatty():
+            from rich.console import Console  # only a terminal shows progress
+
+            self._console = Console(stderr=True)
         self._start = time.monotonic()
         self._shown = False
 

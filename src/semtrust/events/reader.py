@@ -28,19 +28,6 @@ def detect_format(first_line: bytes) -> str:
     return "json" if first_line.lstrip().startswith(b"{") else "legacy"
 
 
-def _lines(fp: BinaryIO, source: str) -> Iterator[tuple[int, bytes, bool]]:
-    lineno = 0
-    while True:
-        raw = fp.readline(MAX_LINE + 1)
-        if not raw:
-            return
-        lineno += 1
-        if len(raw) > MAX_LINE:
-            raise InputError(f"line longer than {MAX_LINE} bytes", source=source, line=lineno)
-        terminated = raw.endswith(b"\n")
-        yield lineno, raw[:-1] if terminated else raw, terminated
-
-
 #: Computes a coefficient straight from a JSON line, or None to leave it to the parser.
 QuickPath = Callable[[bytes], "bytes | None"]
 
@@ -84,7 +71,18 @@ def _iter(
 ) -> Iterator[tuple[int, Record | bytes]]:
     if fmt is not None and fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r} (use json or legacy)", field="--format")
-    for lineno, raw, terminated in _lines(fp, source):
+    readline = fp.readline
+    lineno = 0
+    while True:  # one line at a time, each bounded (readline beats a generator layer here)
+        raw = readline(MAX_LINE + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE:
+            raise InputError(f"line longer than {MAX_LINE} bytes", source=source, line=lineno)
+        terminated = raw[-1:] == b"\n"
+        if terminated:
+            raw = raw[:-1]
         if fmt is None:
             if not raw.strip(_JSON_SPACE):
                 continue

@@ -55,13 +55,14 @@ def _enc(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
-def _lstr(b: bytes) -> bytes:
+def lstr(b: bytes) -> bytes:
+    """The spec's length-prefixed string: ``u32(len) || bytes``."""
     return _U32.pack(len(b)) + b
 
 
 def pseudonym(pathname: str) -> bytes:
     """Pseudonym value of a path: ``H(u32(len) || path)`` (spec §2.5)."""
-    return _sha256(_lstr(_enc(pathname))).digest()
+    return _sha256(lstr(_enc(pathname))).digest()
 
 
 def inode_preimage(i: Inode) -> bytes:
@@ -79,17 +80,17 @@ def path_preimage(path_type: str, pathname: bytes, instance: int, owner: bytes |
     instance and creator instead of its full path (spec §2.4.1 rows 8-9)."""
     if instance:
         return b"".join((
-            _lstr(_enc(path_type)),
-            _lstr(pathname[: pathname.rfind(b"/") + 1]),
+            lstr(_enc(path_type)),
+            lstr(pathname[: pathname.rfind(b"/") + 1]),
             _U64.pack(instance),
             owner if owner is not None else ZERO,
         ))
-    return _lstr(_enc(path_type)) + _lstr(pathname)
+    return lstr(_enc(path_type)) + lstr(pathname)
 
 
 def is_pseudonym(pathname: bytes, pseudonyms: Set[bytes]) -> bool:
     """True when the path's pseudonym is loaded: its content digest is then not hashed."""
-    return bool(pseudonyms) and _sha256(_lstr(pathname)).digest() in pseudonyms
+    return bool(pseudonyms) and _sha256(lstr(pathname)).digest() in pseudonyms
 
 
 def file_preimage(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:

@@ -17,7 +17,6 @@ from pathlib import Path
 from semtrust.errors import InputError, ModelError, SignatureError
 from semtrust.events.describe import describe
 from semtrust.events.numbers import hexbytes
-from semtrust.model import signing
 from semtrust.model.tma import TMA
 
 MAX_MODEL_BYTES = 64 << 20
@@ -74,6 +73,8 @@ def parse_model(
             if model.key_pem is None:
                 raise ModelError("signature without a key line", source=source, line=n,
                                  field="signature")
+            from semtrust.model import signing  # cryptography loads only for signed models
+
             try:
                 signing.verify_model_signature(model.key_pem, bytes(signed_data), line[10:])
             except SignatureError as exc:
@@ -90,6 +91,8 @@ def parse_model(
         elif line.startswith("key "):
             if model.key_pem is not None:
                 raise ModelError("more than one key line", source=source, line=n, field="key")
+            from semtrust.model import signing
+
             try:
                 model.key_pem = signing.decode_key_line(line[4:])
             except SignatureError as exc:
@@ -121,6 +124,8 @@ def parse_model(
         if not model.signed or model.key_pem is None:
             raise SignatureError("model is not signed, but a signer key was required",
                                  source=source, field="signature")
+        from semtrust.model import signing
+
         if not signing.same_public_key(model.key_pem, key_pem):
             raise SignatureError("model is signed by a different key than the one required",
                                  source=source, field="key")

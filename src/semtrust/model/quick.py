@@ -18,12 +18,14 @@ vectors, hypothesis events and mutated records.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Set
+from typing import Annotated
 
 import msgspec
 import orjson
-from msgspec import UNSET, Raw, Struct, UnsetType
+from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from semtrust.errors import InputError
 from semtrust.events.jsonexport import parse_coe_object, parse_inode_object
@@ -42,6 +44,7 @@ from semtrust.model.coefficient import (
     coe_digest,
     inode_preimage,
     is_pseudonym,
+    lstr,
     path_preimage,
     typed_cell_preimage,
 )
@@ -51,8 +54,7 @@ _U32 = struct.Struct("<I")
 _II = struct.Struct("<II")
 _IIII = struct.Struct("<IIII")
 _EVENT_EXPORTS = frozenset({"event", "async_event", "log"})
-# Deeper records may overflow the full parser's recursion; they always take it.
-_MAX_BRACKETS = 200
+_MAX_BRACKETS = 200  # well under orjson's 255 levels of serialisation
 _CACHE_LIMIT = 1 << 14
 
 
@@ -63,17 +65,23 @@ class _Export(Struct, gc=False):
     type: str
 
 
+# Header numbers are never hashed; the full parser only checks that strtoll reads them
+# in range, which any string of at most 17 characters is (decimal, octal or hex).
+# Longer ones fail validation here and take the full parser.
+_Number = Annotated[str, Meta(max_length=17)]
+
+
 class _Header(Struct, gc=False):
     type: str
     task_id: str
     # "" converts to 0 without error, exactly like an absent key does.
     pid: str = ""
-    tnum: str = ""
-    context: str = ""
-    number: str = ""
-    ttd: str = ""
-    p_ttd: str = ""
-    ts: str = ""
+    tnum: _Number = ""
+    context: _Number = ""
+    number: _Number = ""
+    ttd: _Number = ""
+    p_ttd: _Number = ""
+    ts: _Number = ""
     process: str = ""
     p_task_id: str | UnsetType = UNSET
 
@@ -214,22 +222,15 @@ def _hex(text: str, size: int) -> bytes:
     return value
 
 
-def _header_ok(h: _Header) -> bool:
-    """The full parser's checks of header fields that are never hashed."""
-    # 17 characters never exceed int64 in any base strtoll reads.
-    if (len(h.tnum) > 17 or len(h.context) > 17 or len(h.number) > 17
-            or len(h.ttd) > 17 or len(h.p_ttd) > 17 or len(h.ts) > 17):
-        try:
-            for text in (h.tnum, h.context, h.number, h.ttd, h.p_ttd, h.ts):
-                strtoll(text)
-        except InputError:
-            return False
-    if h.pid not in _U32_CACHE:
-        try:
-            u32(h.pid, "")
-        except InputError:
-            return False
-    return True
+# The reference's string rule (spec §3.1): "\\X" -> "X", except the two escapes JSON
+# needs, which decode to the same character under both rules. On bytes this is the
+# full parser's text rewrite: a multi-byte character after a backslash keeps its bytes.
+_C_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+
+
+def _c_escape_pair(m: re.Match[bytes]) -> bytes:
+    ch = m.group(1)
+    return m.group(0) if ch in b'"\\' else ch
 
 
 class QuickCoefficients:
@@ -244,24 +245,23 @@ class QuickCoefficients:
         self._coes: dict[bytes, bytes] = {}
         self._inodes: dict[bytes, bytes] = {}
         self._tasks: dict[str, bytes] = {}
+        self._kinds: dict[str, bytes] = {}  # path type -> its length-prefixed bytes
 
     def of_line(self, raw: bytes) -> bytes | None:
         """The coefficient of one event line, or None if the full parser must decide
         (aggregate and log records, errors, and every unusual shape)."""
         if b"\\" in raw:
-            return None  # the C backslash rule differs from JSON's
+            raw = _C_ESCAPE.sub(_c_escape_pair, raw)
         try:
             rec = _DECODER.decode(raw)
         except (msgspec.DecodeError, ValueError):
             return None
-        if raw.count(b"{") + raw.count(b"[") > _MAX_BRACKETS:
-            return None
         try:
-            return self._coefficient(rec)
+            return self._coefficient(rec, raw)
         except _Refused:
             return None
 
-    def _coefficient(self, rec: _Record) -> bytes:
+    def _coefficient(self, rec: _Record, raw: bytes) -> bytes:
         h = rec.event
         names = _NAMES.get(h.type)
         if names is None:
@@ -269,15 +269,22 @@ class QuickCoefficients:
         export = rec.export
         if export is not UNSET and export.type not in _EVENT_EXPORTS:
             raise _Refused
-        if not _header_ok(h):
-            raise _Refused
-        task_id = self._task(h.task_id)
-        if h.p_task_id is not UNSET:
+        if h.pid not in _U32_CACHE:
+            _num32(h.pid)
+        tasks = self._tasks
+        task_id = tasks.get(h.task_id) or self._task(h.task_id)
+        if h.p_task_id is not UNSET and h.p_task_id not in tasks:
             self._task(h.p_task_id)
-        coe_id = self._coe(bytes(rec.COE))
+        coe_raw = bytes(rec.COE)
+        coe_id = self._coes.get(coe_raw) or self._coe(coe_raw)
         name, cell_id = names
         if cell_id is None:
             cell_id = _sha256(self._cell(h.type, rec)).digest()
+        elif raw.count(b"[") + raw.count(b"{") > _MAX_BRACKETS:
+            # A generic CELL is re-serialised by the full parser, whose recursion a deep
+            # one can exhaust; msgspec's own limit (the recursion limit, < orjson's 1024)
+            # covers every other shape.
+            raise _Refused
         return _sha256(name + task_id + coe_id + cell_id).digest()
 
     # ------------------------------------------------------------------ parts
@@ -330,23 +337,27 @@ class QuickCoefficients:
     def _file(self, f: _File) -> bytes:
         p = f.path
         pathname = p.pathname.encode()
-        instance = 0
-        owner = None
-        if p.instance is not UNSET:
-            instance = _num64(p.instance)
-            if instance:
-                if p.owner is UNSET or b"/" not in pathname:
-                    raise _Refused
-                owner = _hex(p.owner, 32)
         digest = _hex(f.digest, 32)  # checked even when a pseudonym replaces it
         if self._pseudonyms and is_pseudonym(pathname, self._pseudonyms):
             digest = EMPTY_DIGEST
-        return b"".join((
-            _U32.pack(_num32(f.flags)),
-            self._inode(bytes(f.inode)),
-            path_preimage(p.type, pathname, instance, owner),
-            digest,
-        ))
+        inode = bytes(f.inode)
+        flags = _U32_CACHE.get(f.flags)
+        head = _U32.pack(_num32(f.flags) if flags is None else flags) + (
+            self._inodes.get(inode) or self._inode(inode))
+        if p.instance is UNSET:
+            kind = self._kinds.get(p.type)
+            if kind is None:
+                if len(self._kinds) >= _CACHE_LIMIT:
+                    self._kinds.clear()
+                kind = self._kinds[p.type] = lstr(p.type.encode())
+            return b"".join((head, kind, lstr(pathname), digest))
+        instance = _num64(p.instance)
+        owner = None
+        if instance:
+            if p.owner is UNSET or b"/" not in pathname:
+                raise _Refused
+            owner = _hex(p.owner, 32)
+        return b"".join((head, path_preimage(p.type, pathname, instance, owner), digest))
 
     def _cell(self, name: str, rec: _Record) -> bytes:
         if name == "file_open":
