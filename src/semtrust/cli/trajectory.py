@@ -15,7 +15,7 @@ from semtrust.events.record import Aggregate, LogRecord
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.modelfile import load_model, render_model
 from semtrust.model.quick import QuickCoefficients
-from semtrust.model.tma import TMA
+from semtrust.model.tma import TMA, TRUSTED, Mode
 
 
 def _warn(message: str) -> None:
@@ -134,7 +134,7 @@ def replay(
         if len(skipped) < 10:
             skipped.append(exc)
 
-    logs = denied = untrusted_events = 0
+    logs = untrusted_events = 0
     progress = _Progress()
     # Without a model to write, events need no descriptions: coefficients come straight
     # from the lines where they can (semtrust.model.quick).
@@ -145,11 +145,12 @@ def replay(
                              on_skip=_skip, on_warning=_warn) if quick is not None
                  else iter_records(traj, source=source, fmt=fmt, skip_invalid=skip_invalid,
                                    on_skip=_skip, on_warning=_warn))
+        observe = tma.observe
         for line, item in items:
             if not line & 0xFFFF:
                 progress.show(line, tma)
             if type(item) is bytes:
-                verdict = tma.update_coefficient(item)
+                trusted = observe(item) & TRUSTED
             elif isinstance(item, Aggregate):
                 tma.set_aggregate(item.value)
                 continue
@@ -157,10 +158,10 @@ def replay(
                 logs += 1
                 continue
             else:
-                verdict = tma.update(item)  # type: ignore[arg-type]
-            if not verdict.trusted:
+                trusted = tma.update(item).trusted  # type: ignore[arg-type]
+            if not trusted:
                 untrusted_events += 1
-                denied += verdict.deny
+    denied = untrusted_events if tma.mode is Mode.ENFORCING else 0
     progress.close()
     for exc in skipped:
         click.echo(f"semtrust: skipped: {exc}", err=True)
