@@ -179,6 +179,13 @@ def bench_size(n: int, workdir: Path, seed: int, heavy: bool, keep: bool,
         rows.append(_row("floor orjson.loads+3 sha256", lines, "-", min(f_fast), None, "-"))
     rows.append(_row("semtrust points", n, points, p_wall, fj, p_rss))
     rows.append(_row("semtrust replay --json", summary["events"], points, r_wall, fj, r_rss))
+    # Writing a model keeps every new point's event for its description, so each line
+    # goes through the full parser: the cost of `replay --output-model`, measured once.
+    model_out = workdir / "model.out"
+    m_wall, m_rss, _, _ = _best([run_child(
+        [*cmd, "replay", str(traj), "--json", "--output-model", str(model_out)], out)])
+    model_out.unlink(missing_ok=True)
+    rows.append(_row("  ... --output-model", n, points, m_wall, fj, m_rss))
 
     if heavy:
         big = workdir / f"traj-{n}-s{seed}-x{HEAVY_FACTOR}.json"

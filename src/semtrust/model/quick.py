@@ -55,7 +55,11 @@ _II = struct.Struct("<II")
 _IIII = struct.Struct("<IIII")
 _EVENT_EXPORTS = frozenset({"event", "async_event", "log"})
 _MAX_BRACKETS = 200  # well under orjson's 255 levels of serialisation
+# Each cache is emptied when full. Task identities get room for 65536 (about 13 MiB):
+# a big trajectory has tens of thousands of tasks, and a cache that keeps emptying
+# itself costs more than none.
 _CACHE_LIMIT = 1 << 14
+_TASK_CACHE_LIMIT = 1 << 16
 
 
 # The schema: only what the coefficient and the full parser's checks read.
@@ -299,7 +303,7 @@ class QuickCoefficients:
                 raise _Refused from None
             if 2 * len(value) != len(text):  # fromhex skipped white space
                 raise _Refused
-            if len(self._tasks) >= _CACHE_LIMIT:
+            if len(self._tasks) >= _TASK_CACHE_LIMIT:
                 self._tasks.clear()
             self._tasks[text] = value
         return value
