@@ -55,6 +55,10 @@ _II = struct.Struct("<II")
 _IIII = struct.Struct("<IIII")
 _EVENT_EXPORTS = frozenset({"event", "async_event", "log"})
 _MAX_BRACKETS = 200  # well under orjson's 255 levels of serialisation
+# Longer lines take the full parser: msgspec skips over what the full parser refuses
+# in keys nobody reads, such as integers over Python's 4300-digit limit or nesting
+# deeper than the recursion limit, and neither fits in 4000 bytes.
+_MAX_LINE = 4000
 # Each cache is emptied when full. Task identities get room for 65536 (about 13 MiB):
 # a big trajectory has tens of thousands of tasks, and a cache that keeps emptying
 # itself costs more than none.
@@ -254,11 +258,13 @@ class QuickCoefficients:
     def of_line(self, raw: bytes) -> bytes | None:
         """The coefficient of one event line, or None if the full parser must decide
         (aggregate and log records, errors, and every unusual shape)."""
+        if len(raw) > _MAX_LINE:
+            return None
         if b"\\" in raw:
             raw = _C_ESCAPE.sub(_c_escape_pair, raw)
         try:
             rec = _DECODER.decode(raw)
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             return None
         try:
             return self._coefficient(rec, raw)
