@@ -9,6 +9,12 @@ printed. Also counts JSON records whose coefficient changes after a
 ``format_event`` round trip (control characters excluded: the reference's
 escape rule cannot carry them).
 
+Every fuzzed JSON line also goes to the quick coefficient path
+(``QuickCoefficients.of_line``, used by ``points`` and ``replay``), checked against
+the full parser (``parse_record_bytes``): (A) no answer where the full path gives
+no event, (B) any answer equal to the event's coefficient, (C) no exception. A
+fresh instance and a long-lived one (whose raw-text caches persist) are checked.
+
 Usage::
 
     python bench/fuzz_parsers.py [--inputs 200000] [--seed 1]
@@ -30,13 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from semtrust.errors import InputError
-from semtrust.events.jsonexport import format_event, parse_record
+from semtrust.events.jsonexport import format_event, parse_record, parse_record_bytes
 from semtrust.events.legacy import parse_legacy
 from semtrust.events.names import EVENT_NAMES, LEGACY_NAMES
 from semtrust.events.reader import iter_records
 from semtrust.events.record import Event, LegacyEvent
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.modelfile import parse_model, render_model
+from semtrust.model.quick import QuickCoefficients
 from semtrust.model.signing import generate_key, public_pem, sign_model_text
 from semtrust.model.tma import TMA
 
@@ -346,6 +353,37 @@ def t_reader(data: bytes) -> None:
         return
 
 
+def _line_bytes(text: str) -> bytes:
+    """The fuzzed line as a file holds it."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def quick_check(raw: bytes, q: QuickCoefficients) -> tuple[bool, tuple[str, str] | None]:
+    """The quick path on one line: whether it answered, and None when its contract
+    holds, else ``(kind, detail)`` with kind ``crash`` (C), ``A`` or ``B``."""
+    try:
+        got = q.of_line(raw)
+    except Exception as exc:
+        return False, ("crash", f"{_signature(exc)}: {exc}"[:300])
+    if got is None:
+        return False, None
+    try:
+        rec = parse_record_bytes(raw, source="fuzz", line=1)
+    except InputError:
+        return True, ("A", f"quick answered {got.hex()}, the full path gives no event")
+    except Exception:  # a full-parser crash: the json target reports those
+        return True, None
+    if not isinstance(rec, Event):
+        return True, ("A", f"quick answered {got.hex()} for a {type(rec).__name__}")
+    want = event_coefficient(rec)
+    if got != want:
+        return True, ("B", f"quick answered {got.hex()}, the full path {want.hex()}")
+    return True, None
+
+
 def _has_cc(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in text)
 
@@ -403,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     crash_count = 0
     rt_checked = rt_bad = 0
     rt_example = ""
+    shared_quick = QuickCoefficients()  # caches persist across the whole run
+    q_tried = q_answered = q_crashes = q_div_a = q_div_b = 0
+    q_found: dict[str, tuple[bytes, str]] = {}
     t0 = time.monotonic()
     for _ in range(a.inputs):
         k = fz.r.random()
@@ -419,6 +460,28 @@ def main(argv: list[str] | None = None) -> int:
             call = lambda d, kw=kw: t_model(d, kw)  # noqa: E731
         else:
             data, call = fz.trajectory(), t_reader
+        if kind == "json":
+            raw = _line_bytes(data)
+            q_tried += 1
+            answered, found = quick_check(raw, QuickCoefficients())
+            q_answered += answered
+            where = "fresh"
+            if found is None:
+                found = quick_check(raw, shared_quick)[1]
+                where = "long-lived"
+            if found is not None:
+                what, detail = found
+                q_crashes += what == "crash"
+                q_div_a += what == "A"
+                q_div_b += what == "B"
+                sig = f"{what} ({where})" + (f": {detail.split(':')[0]}" if what == "crash"
+                                              else "")
+                if sig not in q_found:
+                    def same_quick(d: bytes, what: str = what) -> bool:
+                        r = quick_check(d, QuickCoefficients())[1]
+                        return r is not None and r[0] == what
+                    example = shrink(raw, same_quick) if where == "fresh" else raw
+                    q_found[sig] = (example, detail)
         try:
             call(data)
         except Exception as exc:  # any non-InputError is the finding
@@ -458,7 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"format_event round trips: {rt_checked} checked, {rt_bad} changed the coefficient")
     if rt_example:
         print(f"    example: {rt_example!r}"[:1500])
-    return 1 if crashes else 0
+    print(f"quick path: {q_tried} json inputs, {q_answered} answered, {q_crashes} crashes, "
+          f"{q_div_a + q_div_b} divergences (A {q_div_a}, B {q_div_b}), "
+          f"{len(q_found)} distinct")
+    for n, (sig, (example, detail)) in enumerate(q_found.items()):
+        print(f"- quick {sig}\n    {detail}\n    minimal input: {example!r}"[:2000])
+        if a.save:
+            out = Path(a.save) / f"quick-{n}.bin"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(example)
+            print(f"    saved: {out} ({len(example)} bytes)")
+    return 1 if crashes or q_found else 0
 
 
 if __name__ == "__main__":

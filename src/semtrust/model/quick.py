@@ -54,11 +54,14 @@ _U32 = struct.Struct("<I")
 _II = struct.Struct("<II")
 _IIII = struct.Struct("<IIII")
 _EVENT_EXPORTS = frozenset({"event", "async_event", "log"})
-_MAX_BRACKETS = 200  # well under orjson's 255 levels of serialisation
-# Longer lines take the full parser: msgspec skips over what the full parser refuses
-# in keys nobody reads, such as integers over Python's 4300-digit limit or nesting
-# deeper than the recursion limit, and neither fits in 4000 bytes.
+# What msgspec skips over in keys nobody reads, the full parser may refuse: integers
+# over Python's 4300-digit limit (no such line fits in 4000 bytes) and nesting past
+# orjson's 1024 levels, where its json fallback can exhaust the recursion limit (1000
+# levels need 2000 bytes of brackets). A generic CELL is also re-serialised, by
+# orjson up to 255 levels deep. Those lines all take the full parser.
 _MAX_LINE = 4000
+_MAX_NESTING = 1000
+_MAX_GENERIC_NESTING = 200
 # Each cache is emptied when full. Task identities get room for 65536 (about 13 MiB):
 # a big trajectory has tens of thousands of tasks, and a cache that keeps emptying
 # itself costs more than none.
@@ -289,11 +292,11 @@ class QuickCoefficients:
         coe_id = self._coes.get(coe_raw) or self._coe(coe_raw)
         name, cell_id = names
         if cell_id is None:
+            if len(raw) > 2 * _MAX_NESTING and (
+                    raw.count(b"[") + raw.count(b"{") > _MAX_NESTING):
+                raise _Refused
             cell_id = _sha256(self._cell(h.type, rec)).digest()
-        elif raw.count(b"[") + raw.count(b"{") > _MAX_BRACKETS:
-            # A generic CELL is re-serialised by the full parser, whose recursion a deep
-            # one can exhaust; msgspec's own limit (the recursion limit, < orjson's 1024)
-            # covers every other shape.
+        elif raw.count(b"[") + raw.count(b"{") > _MAX_GENERIC_NESTING:
             raise _Refused
         return _sha256(name + task_id + coe_id + cell_id).digest()
 
