@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 
 from semtrust.cli import main
 from semtrust.errors import InputError
+from semtrust.events.describe import describe
 from semtrust.events.jsonexport import format_event, parse_record_bytes
 from semtrust.events.names import EVENT_NAMES, EXPLICIT_CELLS
 from semtrust.events.record import Event, FileCell, MmapCell
@@ -760,3 +761,33 @@ def test_cli_bad_line(tmp_path: Path) -> None:
         assert code == 2, (command, out, err)
         assert f"{bad}:{at}:" in err and "COE.uid" in err, err
         assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_output_model_describes_first_occurrences(tmp_path: Path) -> None:
+    """``replay --output-model`` takes coefficients from the quick path but describes
+    each new point from its line's full parse: the comments must name the event that
+    first produced each point, whichever path the line took."""
+    lines = _mixed_trajectory()
+    lines = [*lines, *lines]  # second half: all repeats, none may add a description
+    traj = tmp_path / "mixed.json"
+    traj.write_bytes(b"\n".join(lines) + b"\n")
+    out_model = tmp_path / "out.model"
+    code, _out, err = _cli("replay", str(traj), "--json", "--output-model", str(out_model))
+    assert code == 0, err
+
+    want: dict[str, str] = {}
+    for raw in lines:
+        if not raw.strip():
+            continue
+        rec = parse_record_bytes(raw)
+        if isinstance(rec, Event):
+            want.setdefault(event_coefficient(rec).hex(), describe(rec))
+    text = out_model.read_text()
+    got = {}
+    for line in text.splitlines():
+        if line.startswith("# event "):
+            hexpart, _, desc = line[len("# event "):].partition(" ")
+            got[hexpart] = desc
+    assert got == want
+    states = [ln.split()[1] for ln in text.splitlines() if ln.startswith("state ")]
+    assert states == list(want)  # first-seen order, every point described

@@ -10,12 +10,14 @@ import click
 
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
-from semtrust.events.reader import FORMATS, iter_points, iter_records, open_trajectory, source_name
+from semtrust.events.describe import describe
+from semtrust.events.jsonexport import parse_record_bytes
+from semtrust.events.reader import FORMATS, iter_points, open_trajectory, source_name
 from semtrust.events.record import Aggregate, LogRecord
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.modelfile import load_model, render_model
 from semtrust.model.quick import QuickCoefficients
-from semtrust.model.tma import TMA, TRUSTED, Mode
+from semtrust.model.tma import ADDED, TMA, TRUSTED, Mode
 
 
 def _warn(message: str) -> None:
@@ -111,7 +113,7 @@ def replay(
     """Run a trajectory through a TMA and print its measurement and state."""
     base = hex32(base_hex, "--base")
     aggregate = hex32(aggregate_hex, "--aggregate")
-    tma = TMA(keep_events=output_model is not None)
+    tma = TMA(keep_events=False)
     if model_path:
         model = load_model(model_path, key=model_key, allow_unsigned=allow_unsigned)
         tma.load_model(model, base=base, aggregate=aggregate)
@@ -136,21 +138,32 @@ def replay(
 
     logs = untrusted_events = 0
     progress = _Progress()
-    # Without a model to write, events need no descriptions: coefficients come straight
-    # from the lines where they can (semtrust.model.quick).
-    quick = None if output_model else QuickCoefficients(tma.pseudonyms).of_line
+    # Coefficients come straight from the lines where they can (semtrust.model.quick).
+    # A model to write wants each new point described: only those lines are parsed
+    # fully, and only their one-line descriptions are kept (not whole events).
+    of_line = QuickCoefficients(tma.pseudonyms).of_line
+    descriptions: dict[bytes, str] | None = {} if output_model else None
+    last_line = b""
+
+    def quick_keeping_line(raw: bytes) -> bytes | None:
+        nonlocal last_line
+        last_line = raw
+        return of_line(raw)
+
     with open_trajectory(trajectory) as traj:
         source = source_name(trajectory)
-        items = (iter_points(traj, quick, source=source, fmt=fmt, skip_invalid=skip_invalid,
-                             on_skip=_skip, on_warning=_warn) if quick is not None
-                 else iter_records(traj, source=source, fmt=fmt, skip_invalid=skip_invalid,
-                                   on_skip=_skip, on_warning=_warn))
+        items = iter_points(traj, of_line if descriptions is None else quick_keeping_line,
+                            source=source, fmt=fmt, skip_invalid=skip_invalid,
+                            on_skip=_skip, on_warning=_warn)
         observe = tma.observe
         for line, item in items:
             if not line & 0xFFFF:
                 progress.show(line, tma)
             if type(item) is bytes:
-                trusted = observe(item) & TRUSTED
+                outcome = observe(item)
+                if outcome & ADDED and descriptions is not None:
+                    descriptions[item] = describe(
+                        parse_record_bytes(last_line, source=source, line=line))  # type: ignore[arg-type]
             elif isinstance(item, Aggregate):
                 tma.set_aggregate(item.value)
                 continue
@@ -158,8 +171,11 @@ def replay(
                 logs += 1
                 continue
             else:
-                trusted = tma.update(item).trusted  # type: ignore[arg-type]
-            if not trusted:
+                coefficient = tma.coefficient(item)  # type: ignore[arg-type]
+                outcome = observe(coefficient)
+                if outcome & ADDED and descriptions is not None:
+                    descriptions[coefficient] = describe(item)  # type: ignore[arg-type]
+            if not outcome & TRUSTED:
                 untrusted_events += 1
     denied = untrusted_events if tma.mode is Mode.ENFORCING else 0
     progress.close()
@@ -171,7 +187,7 @@ def replay(
     if output_model:
         try:
             with open(output_model, "w", encoding="utf-8") as fp:
-                fp.write(render_model(tma))
+                fp.write(render_model(tma, descriptions=descriptions))
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror}", source=output_model) from None
 

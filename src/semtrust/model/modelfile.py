@@ -11,6 +11,7 @@ signature must not downgrade a signed model silently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,20 +157,29 @@ def _read_bounded(path: str | Path, source: str) -> bytes:
     return data
 
 
-def render_model(tma: TMA, *, describe_points: bool = True) -> str:
+def render_model(
+    tma: TMA, *, describe_points: bool = True, descriptions: Mapping[bytes, str] | None = None
+) -> str:
     """The model a TMA has learned: aggregate, pseudonyms, every point (forensic ones
     included, as the reference does), seal, end.
 
-    Each point whose event is known is preceded by a ``# event HEX description``
-    comment; the reference loader skips comments, and ``model diff`` shows them.
+    Each point whose event is known (kept by the TMA, or in ``descriptions``) is
+    preceded by a ``# event HEX description`` comment; the reference loader skips
+    comments, and ``model diff`` shows them.
     """
     out = [f"aggregate {(tma.aggregate or bytes(32)).hex()}"]
     out += [f"pseudonym {p.hex()}" for p in sorted(tma.pseudonyms)]
     for p, _count, valid in tma.point_items():
-        ev = tma.event_of(p) if describe_points else None
-        if ev is not None:
+        text = None
+        if describe_points:
+            if descriptions is not None:
+                text = descriptions.get(p)
+            else:
+                ev = tma.event_of(p)
+                text = describe(ev) if ev is not None else None
+        if text is not None:
             tag = "" if valid else " [forensic]"
-            out.append(f"{EVENT_COMMENT}{p.hex()} {describe(ev)}{tag}")
+            out.append(f"{EVENT_COMMENT}{p.hex()} {text}{tag}")
         out.append(f"state {p.hex()}")
     out += ["seal", "end"]
     return "\n".join(out) + "\n"

@@ -6,11 +6,11 @@ a line is decoded against a typed msgspec schema of the records we know,
 the digests of COE and inode objects are cached by their raw JSON text, and
 the CELL is hashed from the decoded fields.
 
-This path only ever answers for lines it fully understands. A backslash, a
-missing or mistyped field, an out-of-range number, an unknown export type or
-anything else unusual makes it return None, and the caller parses the line
-with the full parser, which then produces the coefficient or names the
-error. So the two paths agree by construction on every line this one
+This path only ever answers for lines it fully understands. A missing or
+mistyped field, an out-of-range number, an unknown export type, a very long
+or deeply nested line or anything else unusual makes it return None, and the
+caller parses the line with the full parser, which then produces the
+coefficient or names the error. So the two paths agree by construction on every line this one
 accepts; ``tests/unit/test_quick.py`` checks it differentially on the
 vectors, hypothesis events and mutated records.
 """
