@@ -15,7 +15,7 @@ from semtrust.events.jsonexport import parse_record_bytes
 from semtrust.events.reader import FORMATS, iter_points, open_trajectory, source_name
 from semtrust.events.record import Aggregate, LogRecord
 from semtrust.model.coefficient import event_coefficient
-from semtrust.model.modelfile import load_model, render_model
+from semtrust.model.modelfile import load_model, write_model
 from semtrust.model.quick import QuickCoefficients
 from semtrust.model.tma import ADDED, TMA, TRUSTED, Mode
 
@@ -187,7 +187,7 @@ def replay(
     if output_model:
         try:
             with open(output_model, "w", encoding="utf-8") as fp:
-                fp.write(render_model(tma, descriptions=descriptions))
+                write_model(fp, tma, descriptions=descriptions)
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror}", source=output_model) from None
 

@@ -11,9 +11,11 @@ signature must not downgrade a signed model silently.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from semtrust.errors import InputError, ModelError, SignatureError
 from semtrust.events.describe import describe
@@ -160,15 +162,26 @@ def _read_bounded(path: str | Path, source: str) -> bytes:
 def render_model(
     tma: TMA, *, describe_points: bool = True, descriptions: Mapping[bytes, str] | None = None
 ) -> str:
-    """The model a TMA has learned: aggregate, pseudonyms, every point (forensic ones
-    included, as the reference does), seal, end.
+    """The model a TMA has learned, as text (see ``write_model``)."""
+    out = io.StringIO()
+    write_model(out, tma, describe_points=describe_points, descriptions=descriptions)
+    return out.getvalue()
+
+
+def write_model(
+    fp: TextIO, tma: TMA, *, describe_points: bool = True,
+    descriptions: Mapping[bytes, str] | None = None,
+) -> None:
+    """Write the model a TMA has learned: aggregate, pseudonyms, every point (forensic
+    ones included, as the reference does), seal, end. Line by line, so a model of a
+    million points never exists as one string.
 
     Each point whose event is known (kept by the TMA, or in ``descriptions``) is
     preceded by a ``# event HEX description`` comment; the reference loader skips
     comments, and ``model diff`` shows them.
     """
-    out = [f"aggregate {(tma.aggregate or bytes(32)).hex()}"]
-    out += [f"pseudonym {p.hex()}" for p in sorted(tma.pseudonyms)]
+    fp.write(f"aggregate {(tma.aggregate or bytes(32)).hex()}\n")
+    fp.writelines(f"pseudonym {p.hex()}\n" for p in sorted(tma.pseudonyms))
     for p, _count, valid in tma.point_items():
         text = None
         if describe_points:
@@ -177,12 +190,13 @@ def render_model(
             else:
                 ev = tma.event_of(p)
                 text = describe(ev) if ev is not None else None
+        hexp = p.hex()
         if text is not None:
             tag = "" if valid else " [forensic]"
-            out.append(f"{EVENT_COMMENT}{p.hex()} {text}{tag}")
-        out.append(f"state {p.hex()}")
-    out += ["seal", "end"]
-    return "\n".join(out) + "\n"
+            fp.write(f"{EVENT_COMMENT}{hexp} {text}{tag}\nstate {hexp}\n")
+        else:
+            fp.write(f"state {hexp}\n")
+    fp.write("seal\nend\n")
 
 
 EVENT_COMMENT = "# event "

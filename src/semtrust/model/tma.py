@@ -210,8 +210,9 @@ class TMA:
         if self._state is None:
             base = self._base
             state = self._agg_ext
+            sha = _sha256  # a local: this loop runs once per point
             for p in sorted(self._points):
-                state = _sha256(state + _sha256(base + p).digest()).digest()
+                state = sha(state + sha(base + p).digest()).digest()
             self._state = state
         return self._state
 
