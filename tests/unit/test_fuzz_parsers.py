@@ -34,6 +34,7 @@ from semtrust.model.modelfile import Model, parse_model, render_model
 from semtrust.model.signing import generate_key, public_pem, sign_model_text
 from semtrust.model.tma import TMA
 from tests import vectors
+from tests.jsontree import key_paths, parent_of
 
 FUZZ = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -119,20 +120,6 @@ garbage: st.SearchStrategy[Any] = st.recursive(
 NEST = "@@nest@@"
 
 
-def _paths(obj: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every key path into nested dicts."""
-    out: list[tuple[str, ...]] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.append((*prefix, k))
-            out.extend(_paths(v, (*prefix, k)))
-    return out
-
-
-def _parent(obj: Any, path: tuple[str, ...]) -> Any:
-    for k in path[:-1]:
-        obj = obj[k]
-    return obj
 
 
 @st.composite
@@ -140,11 +127,11 @@ def mutated_objects(draw: st.DrawFn) -> Any:
     """A valid export record with a few keys deleted, replaced, renamed or added."""
     obj = json.loads(json.dumps(draw(st.sampled_from(JSON_OBJS))))
     for _ in range(draw(st.integers(1, 4))):
-        paths = _paths(obj)
+        paths = key_paths(obj)
         if not paths:
             break
         path = draw(st.sampled_from(paths))
-        parent = _parent(obj, path)
+        parent = parent_of(obj, path)
         if not isinstance(parent, dict) or path[-1] not in parent:
             continue
         op = draw(st.sampled_from(["delete", "replace", "replace", "rename", "add", "nest"]))

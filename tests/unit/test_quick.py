@@ -40,6 +40,7 @@ from semtrust.events.record import Event, FileCell, MmapCell
 from semtrust.model.coefficient import event_coefficient, pseudonym
 from semtrust.model.quick import QuickCoefficients
 from tests import vectors
+from tests.jsontree import key_paths, parent_of
 from tests.unit.test_properties import events
 
 PASSWD = pseudonym("/etc/passwd")
@@ -319,19 +320,6 @@ def hex_texts(draw: st.DrawFn) -> str:
     return value
 
 
-def _paths(obj: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.append((*prefix, k))
-            out.extend(_paths(v, (*prefix, k)))
-    return out
-
-
-def _parent(obj: Any, path: tuple[str, ...]) -> Any:
-    for k in path[:-1]:
-        obj = obj[k]
-    return obj
 
 
 def _mutate_object(draw: st.DrawFn, obj: Any, raws: list[bytes]) -> None:
@@ -358,15 +346,15 @@ def _mutate_object(draw: st.DrawFn, obj: Any, raws: list[bytes]) -> None:
             obj["export"] = {"type": kind}
         return
     if op == "family":
-        for path in _paths(obj):
+        for path in key_paths(obj):
             if path[-1] == "family":
-                _parent(obj, path)["family"] = draw(st.sampled_from(_FAMILIES))
+                parent_of(obj, path)["family"] = draw(st.sampled_from(_FAMILIES))
         return
-    paths = _paths(obj)
+    paths = key_paths(obj)
     if not paths:
         return
     path = draw(st.sampled_from(paths))
-    parent = _parent(obj, path)
+    parent = parent_of(obj, path)
     key = path[-1]
     if op == "delete":
         del parent[key]

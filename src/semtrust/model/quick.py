@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Set
-from typing import Annotated
+from collections.abc import Callable, Set
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -233,6 +233,27 @@ def _hex(text: str, size: int) -> bytes:
     return value
 
 
+def _digest_object(
+    cache: dict[bytes, bytes], raw: bytes, digest: Callable[[dict[str, Any]], bytes]
+) -> bytes:
+    """``digest`` of a JSON object given as raw text, cached by that text (the same
+    text always parses to the same fields). Anything the full parser would refuse
+    is refused."""
+    value = cache.get(raw)
+    if value is None:
+        try:
+            obj = orjson.loads(raw)
+            if type(obj) is not dict:
+                raise _Refused
+            value = digest(obj)
+        except (orjson.JSONDecodeError, InputError):
+            raise _Refused from None
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = value
+    return value
+
+
 # The reference's string rule (spec §3.1): "\\X" -> "X", except the two escapes JSON
 # needs, which decode to the same character under both rules. On bytes this is the
 # full parser's text rewrite: a multi-byte character after a backslash keeps its bytes.
@@ -318,34 +339,11 @@ class QuickCoefficients:
         return value
 
     def _coe(self, raw: bytes) -> bytes:
-        value = self._coes.get(raw)
-        if value is None:
-            try:
-                obj = orjson.loads(raw)
-                if type(obj) is not dict:
-                    raise _Refused
-                value = coe_digest(parse_coe_object(obj))
-            except (orjson.JSONDecodeError, InputError):
-                raise _Refused from None
-            if len(self._coes) >= _CACHE_LIMIT:
-                self._coes.clear()
-            self._coes[raw] = value
-        return value
+        return _digest_object(self._coes, raw, lambda obj: coe_digest(parse_coe_object(obj)))
 
     def _inode(self, raw: bytes) -> bytes:
-        value = self._inodes.get(raw)
-        if value is None:
-            try:
-                obj = orjson.loads(raw)
-                if type(obj) is not dict:
-                    raise _Refused
-                value = inode_preimage(parse_inode_object(obj))
-            except (orjson.JSONDecodeError, InputError):
-                raise _Refused from None
-            if len(self._inodes) >= _CACHE_LIMIT:
-                self._inodes.clear()
-            self._inodes[raw] = value
-        return value
+        return _digest_object(
+            self._inodes, raw, lambda obj: inode_preimage(parse_inode_object(obj)))
 
     def _file(self, f: _File) -> bytes:
         p = f.path
