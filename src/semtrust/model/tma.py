@@ -174,8 +174,8 @@ class TMA:
         return Verdict(c, bool(outcome & ADDED), bool(outcome & TRUSTED), self._mode)
 
     def observe(self, c: bytes, ev: ModeledEvent | None = None) -> int:
-        """``update_coefficient`` without the Verdict: ``TRUSTED | ADDED`` bits. Replay
-        calls this a million times; a verdict object per event would cost 10 %."""
+        """``update_coefficient`` without the Verdict: ``TRUSTED | ADDED`` bits, for
+        replay's per-event loop, which needs no verdict object."""
         self.events += 1
         points = self._points
         info = points.get(c)
@@ -184,10 +184,7 @@ class TMA:
             return info & _VALID  # == TRUSTED for a known point
         if self._hw is None:
             self._ensure_aggregate()
-        self._measurement = _sha256(
-            self._measurement + _sha256(self._base + c).digest()
-        ).digest()
-        self._state = None
+        self._extend(c)
         if self._mode is Mode.FREE:
             points[c] = _COUNT_ONE | _VALID
             outcome = ADDED | TRUSTED
