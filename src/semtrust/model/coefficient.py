@@ -8,7 +8,6 @@ verifiers.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable, Set
 
@@ -31,11 +30,11 @@ from semtrust.events.record import (
     TaskKillCell,
     UnixAddr,
 )
+from semtrust.model.digest import sha256
 
 ZERO = bytes(32)
-EMPTY_DIGEST = hashlib.sha256(b"").digest()
+EMPTY_DIGEST = sha256()
 TMPFS_MAGIC = 0x01021994
-_sha256 = hashlib.sha256
 _COE = struct.Struct("<8IQ")
 _INODE = struct.Struct("<IIHI")  # after the u32 open flags
 _U32 = struct.Struct("<I")
@@ -46,9 +45,9 @@ _II = struct.Struct("<II")
 
 def coe_digest(c: Coe) -> bytes:
     """COE_ID; the reference hashes fsuid in the fsgid slot (spec §2.3), and so must we."""
-    return _sha256(
+    return sha256(
         _COE.pack(c.uid, c.euid, c.suid, c.gid, c.egid, c.sgid, c.fsuid, c.fsuid, c.capeff)
-    ).digest()
+    )
 
 
 def _enc(s: str) -> bytes:
@@ -62,7 +61,7 @@ def lstr(b: bytes) -> bytes:
 
 def pseudonym(pathname: str) -> bytes:
     """Pseudonym value of a path: ``H(u32(len) || path)`` (spec §2.5)."""
-    return _sha256(lstr(_enc(pathname))).digest()
+    return sha256(lstr(_enc(pathname)))
 
 
 def inode_preimage(i: Inode) -> bytes:
@@ -90,7 +89,7 @@ def path_preimage(path_type: str, pathname: bytes, instance: int, owner: bytes |
 
 def is_pseudonym(pathname: bytes, pseudonyms: Set[bytes]) -> bool:
     """True when the path's pseudonym is loaded: its content digest is then not hashed."""
-    return bool(pseudonyms) and _sha256(lstr(pathname)).digest() in pseudonyms
+    return bool(pseudonyms) and sha256(_U32.pack(len(pathname)), pathname) in pseudonyms
 
 
 def file_preimage(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
@@ -107,7 +106,7 @@ def file_preimage(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
 
 def file_digest(f: FileDesc, pseudonyms: Set[bytes] = frozenset()) -> bytes:
     """CELL_ID of a ``file_open`` on this file."""
-    return _sha256(file_preimage(f, pseudonyms)).digest()
+    return sha256(file_preimage(f, pseudonyms))
 
 
 def _sock(s: SockDesc) -> bytes:
@@ -160,7 +159,7 @@ def typed_cell_preimage(name: str, cell: Cell, pseudonyms: Set[bytes] = frozense
 
 def cell_digest(ev: Event, pseudonyms: Set[bytes] = frozenset()) -> bytes:
     """CELL_ID of an event."""
-    return _sha256(cell_preimage(ev, pseudonyms)).digest()
+    return sha256(cell_preimage(ev, pseudonyms))
 
 
 def event_coefficient(ev: Event | LegacyEvent, pseudonyms: Set[bytes] = frozenset()) -> bytes:
@@ -169,27 +168,27 @@ def event_coefficient(ev: Event | LegacyEvent, pseudonyms: Set[bytes] = frozense
         cell_id = ev.cell_id
         if pseudonyms and ev.pseudonym in pseudonyms and ev.cell_id_pseudonym is not None:
             cell_id = ev.cell_id_pseudonym
-        return _sha256(ev.type.encode() + ev.task_id + ev.coe_id + cell_id).digest()
-    return _sha256(
-        ev.type.encode() + ev.task_id + coe_digest(ev.coe) + cell_digest(ev, pseudonyms)
-    ).digest()
+        return sha256(ev.type.encode(), ev.task_id, ev.coe_id, cell_id)
+    return sha256(
+        ev.type.encode(), ev.task_id, coe_digest(ev.coe), cell_digest(ev, pseudonyms)
+    )
 
 
 def task_identity(parent_task_id: bytes, coe: Coe, exe: FileDesc) -> bytes:
     """TASK_ID of a task after exec (spec §2.2): binds lineage, credentials and the binary."""
-    return _sha256(
-        b"bprm_committed_creds" + parent_task_id + ZERO + coe_digest(coe) + file_digest(exe)
-    ).digest()
+    return sha256(
+        b"bprm_committed_creds", parent_task_id, ZERO, coe_digest(coe), file_digest(exe)
+    )
 
 
 def hw_aggregate(pcrs: Iterable[bytes]) -> bytes:
     """Hardware aggregate over PCR 0-7 values, each zero-padded to 32 bytes (spec §2.8)."""
-    return _sha256(b"".join(p.ljust(32, b"\0") for p in pcrs)).digest()
+    return sha256(*(p.ljust(32, b"\0") for p in pcrs))
 
 
 def extend(measurement: bytes, value: bytes, base: bytes = ZERO) -> bytes:
     """``H(m || H(base || v))``: one step of the linear extension (spec §2.6)."""
-    return _sha256(measurement + _sha256(base + value).digest()).digest()
+    return sha256(measurement, sha256(base, value))
 
 
 def aggregate_extension(hw_aggregate_value: bytes, base: bytes = ZERO) -> bytes:

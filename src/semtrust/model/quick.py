@@ -17,7 +17,6 @@ vectors, hypothesis events and mutated records.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from collections.abc import Callable, Set
@@ -48,8 +47,8 @@ from semtrust.model.coefficient import (
     path_preimage,
     typed_cell_preimage,
 )
+from semtrust.model.digest import sha256
 
-_sha256 = hashlib.sha256
 _U32 = struct.Struct("<I")
 _II = struct.Struct("<II")
 _IIII = struct.Struct("<IIII")
@@ -195,7 +194,7 @@ _DECODER = msgspec.json.Decoder(_Record)
 # Event name -> (its bytes, the generic CELL digest or None for explicit CELLs).
 _NAMES: dict[str, tuple[bytes, bytes | None]] = {
     n: (n.encode(), None if n in EXPLICIT_CELLS
-        else _sha256(n.encode() + EMPTY_DIGEST).digest())
+        else sha256(n.encode(), EMPTY_DIGEST))
     for n in EVENT_NAMES
 }
 
@@ -316,10 +315,10 @@ class QuickCoefficients:
             if len(raw) > 2 * _MAX_NESTING and (
                     raw.count(b"[") + raw.count(b"{") > _MAX_NESTING):
                 raise _Refused
-            cell_id = _sha256(self._cell(h.type, rec)).digest()
+            cell_id = sha256(self._cell(h.type, rec))
         elif raw.count(b"[") + raw.count(b"{") > _MAX_GENERIC_NESTING:
             raise _Refused
-        return _sha256(name + task_id + coe_id + cell_id).digest()
+        return sha256(name, task_id, coe_id, cell_id)
 
     # ------------------------------------------------------------------ parts
     def _task(self, text: str) -> bytes:

@@ -11,17 +11,16 @@ under a live sensor, a replay, or behind a socket on another host.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from semtrust.events.record import Event, LegacyEvent
 from semtrust.model.coefficient import ZERO, aggregate_extension, event_coefficient
+from semtrust.model.digest import sha256
 
 if TYPE_CHECKING:
     from semtrust.model.modelfile import Model
 
-_sha256 = hashlib.sha256
 _VALID = 1
 _COUNT_ONE = 2
 #: Bits of ``TMA.observe``: the task stays trusted; the event added a new point.
@@ -207,9 +206,9 @@ class TMA:
         if self._state is None:
             base = self._base
             state = self._agg_ext
-            sha = _sha256  # a local: this loop runs once per point
+            sha = sha256  # a local: this loop runs once per point
             for p in sorted(self._points):
-                state = sha(state + sha(base + p).digest()).digest()
+                state = sha(state, sha(base, p))
             self._state = state
         return self._state
 
@@ -250,9 +249,7 @@ class TMA:
             self.set_aggregate(ZERO)
 
     def _extend(self, c: bytes) -> None:
-        self._measurement = _sha256(
-            self._measurement + _sha256(self._base + c).digest()
-        ).digest()
+        self._measurement = sha256(self._measurement, sha256(self._base, c))
         self._state = None
 
 

@@ -1,0 +1,20 @@
+"""Build the one C extension; everything else is declared in pyproject.toml.
+
+``semtrust.model._sha256`` computes SHA-256 of concatenated short strings in
+one call (see ``semtrust.model.digest``). It needs a C compiler, the Python
+headers and libssl-dev. It is optional: without it the package installs and
+hashes through hashlib, which makes replays about a third slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "semtrust.model._sha256",
+            sources=["src/semtrust/model/_sha256.c"],
+            libraries=["crypto"],
+            optional=True,
+        )
+    ]
+)
