@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from semtrust.events.reader import read_records
@@ -134,7 +136,7 @@ def test_events18_preimages() -> None:
     assert co.cell_preimage(evs[0]).hex() == pre["event1CELL"]
     assert co.cell_preimage(evs[2]).hex() == pre["event3CELL"]
     coe = evs[0].coe
-    assert co.coe_digest(coe) == co.hashlib.sha256(bytes.fromhex(pre["event1COE"])).digest()
+    assert co.coe_digest(coe) == hashlib.sha256(bytes.fromhex(pre["event1COE"])).digest()
 
 
 # ------------------------------------------------------------ spec worked examples
