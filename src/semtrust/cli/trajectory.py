@@ -141,7 +141,8 @@ def replay(
     # Coefficients come straight from the lines where they can (semtrust.model.quick).
     # A model to write wants each new point described: only those lines are parsed
     # fully, and only their one-line descriptions are kept (not whole events).
-    of_line = QuickCoefficients(tma.pseudonyms).of_line
+    quick = QuickCoefficients(tma.pseudonyms)
+    of_line = quick.of_line
     descriptions: dict[bytes, str] | None = {} if output_model else None
     last_line = b""
 
@@ -162,7 +163,7 @@ def replay(
             if type(item) is bytes:
                 outcome = observe(item)
                 if outcome & ADDED and descriptions is not None:
-                    descriptions[item] = describe(
+                    descriptions[item] = quick.describe_line(last_line) or describe(
                         parse_record_bytes(last_line, source=source, line=line))  # type: ignore[arg-type]
             elif isinstance(item, Aggregate):
                 tma.set_aggregate(item.value)

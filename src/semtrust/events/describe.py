@@ -51,6 +51,12 @@ def describe(ev: Event | LegacyEvent) -> str:
         obj = _addr(cell)
     elif isinstance(cell, TaskKillCell):
         obj = f"sig={cell.sig} target={cell.target.hex()[:16]}"
-    text = " ".join(x for x in (ev.type, ev.process or "?", obj) if x)
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return describe_text(ev.type, ev.process, obj)
+
+
+def describe_text(name: str, process: str | None, obj: str) -> str:
+    """The line ``describe`` makes of an event's name, process and object text."""
+    text = " ".join(x for x in (name, process or "?", obj) if x)
+    if not text.isprintable():  # rare: test the whole line first, in C
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return text[:300]

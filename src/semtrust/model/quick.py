@@ -27,6 +27,7 @@ import orjson
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from semtrust.errors import InputError
+from semtrust.events.describe import describe_text
 from semtrust.events.jsonexport import parse_coe_object, parse_inode_object
 from semtrust.events.names import EVENT_NAMES, EXPLICIT_CELLS
 from semtrust.events.numbers import _U32_CACHE, strtoll, u32
@@ -319,6 +320,42 @@ class QuickCoefficients:
         elif raw.count(b"[") + raw.count(b"{") > _MAX_GENERIC_NESTING:
             raise _Refused
         return sha256(name, task_id, coe_id, cell_id)
+
+    def describe_line(self, raw: bytes) -> str | None:
+        """``describe`` of the event on a line ``of_line`` answered for, read through the
+        same schema instead of the full parser; None where only the full parser can say
+        (socket addresses, whose unhashed ports are read leniently, and any odd line)."""
+        if len(raw) > _MAX_LINE:
+            return None
+        if b"\\" in raw:
+            raw = _C_ESCAPE.sub(_c_escape_pair, raw)
+        try:
+            rec = _DECODER.decode(raw)
+            name = rec.event.type
+            obj = self._object_text(name, rec)
+        except (msgspec.DecodeError, ValueError, RecursionError, _Refused):
+            return None
+        return describe_text(name, rec.event.process, obj)
+
+    @staticmethod
+    def _object_text(name: str, rec: _Record) -> str:
+        """What ``describe`` shows of the object acted on (``_Refused`` if unsure)."""
+        if name == "file_open" and rec.file_open is not UNSET:
+            return rec.file_open.file.path.pathname
+        if name == "mmap_file" and rec.mmap_file is not UNSET:
+            mm = rec.mmap_file
+            where = "anonymous" if mm.file is UNSET else mm.file.path.pathname
+            return f"{where} prot={_num32(mm.prot):#x}"
+        if name == "socket_create" and rec.socket_create is not UNSET:
+            sc = rec.socket_create
+            return (f"family={_num32(sc.family)} type={_num32(sc.type)} "
+                    f"protocol={_num32(sc.protocol)}")
+        if name == "task_kill" and rec.task_kill is not UNSET:
+            tk = rec.task_kill
+            return f"sig={_num32(tk.sig)} target={_hex(tk.target, 32).hex()[:16]}"
+        if name in _NAMES and name not in EXPLICIT_CELLS:
+            return ""
+        raise _Refused  # socket addresses, and cells that are missing
 
     # ------------------------------------------------------------------ parts
     def _task(self, text: str) -> bytes:
