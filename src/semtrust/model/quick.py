@@ -265,6 +265,20 @@ def _c_escape_pair(m: re.Match[bytes]) -> bytes:
     return m.group(0) if ch in b'"\\' else ch
 
 
+def _decode(raw: bytes) -> _Record | None:
+    """The record on a line, read with the reference's string rule; None for what the
+    schema does not take. (The rule only drops backslashes: the line's brackets, which
+    the nesting checks count, stay the same.)"""
+    if len(raw) > _MAX_LINE:
+        return None
+    if b"\\" in raw:
+        raw = _C_ESCAPE.sub(_c_escape_pair, raw)
+    try:
+        return _DECODER.decode(raw)
+    except (msgspec.DecodeError, ValueError, RecursionError):
+        return None
+
+
 class QuickCoefficients:
     """Computes coefficients of JSON export lines; ``of_line`` returns None to defer.
 
@@ -282,13 +296,8 @@ class QuickCoefficients:
     def of_line(self, raw: bytes) -> bytes | None:
         """The coefficient of one event line, or None if the full parser must decide
         (aggregate and log records, errors, and every unusual shape)."""
-        if len(raw) > _MAX_LINE:
-            return None
-        if b"\\" in raw:
-            raw = _C_ESCAPE.sub(_c_escape_pair, raw)
-        try:
-            rec = _DECODER.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError):
+        rec = _decode(raw)
+        if rec is None:
             return None
         try:
             return self._coefficient(rec, raw)
@@ -325,15 +334,13 @@ class QuickCoefficients:
         """``describe`` of the event on a line ``of_line`` answered for, read through the
         same schema instead of the full parser; None where only the full parser can say
         (socket addresses, whose unhashed ports are read leniently, and any odd line)."""
-        if len(raw) > _MAX_LINE:
+        rec = _decode(raw)
+        if rec is None:
             return None
-        if b"\\" in raw:
-            raw = _C_ESCAPE.sub(_c_escape_pair, raw)
+        name = rec.event.type
         try:
-            rec = _DECODER.decode(raw)
-            name = rec.event.type
             obj = self._object_text(name, rec)
-        except (msgspec.DecodeError, ValueError, RecursionError, _Refused):
+        except _Refused:
             return None
         return describe_text(name, rec.event.process, obj)
 
