@@ -139,8 +139,9 @@ def replay(
     logs = untrusted_events = 0
     progress = _Progress()
     # Coefficients come straight from the lines where they can (semtrust.model.quick).
-    # A model to write wants each new point described: only those lines are parsed
-    # fully, and only their one-line descriptions are kept (not whole events).
+    # A model to write wants each new point described: only those lines are described,
+    # from the quick schema (socket addresses by the full parser), and only the one-line
+    # descriptions are kept (not whole events).
     quick = QuickCoefficients(tma.pseudonyms)
     of_line = quick.of_line
     descriptions: dict[bytes, str] | None = {} if output_model else None
