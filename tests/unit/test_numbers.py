@@ -14,13 +14,18 @@ from semtrust.events.numbers import c_unescape, hexbytes, strtoll, u16, u32, u64
         ("0", 0), ("42", 42), ("0100644", 0o100644), ("0x1ffffffffff", 0x1FFFFFFFFFF),
         ("0X1F", 31), ("12abc", 12), ("ef53", 0), ("", 0), ("  7", 7), ("-5", -5),
         ("+9", 9), ("0x", 0), ("089", 0), ("0xg", 0), ("9223372036854775807", (1 << 63) - 1),
+        ("-9223372036854775808", -(1 << 63)), ("-0009223372036854775808", 0),  # octal: "000"
     ],
 )
 def test_strtoll_matches_c(text: str, value: int) -> None:
     assert strtoll(text) == value
 
 
-@pytest.mark.parametrize("text", ["9223372036854775808", "-9223372036854775809", "0x" + "f" * 17])
+@pytest.mark.parametrize("text", [
+    "9223372036854775808", "-9223372036854775809", "0x" + "f" * 17,
+    # more than 20 digits, either sign (a fuzzer found the negative one accepted as -2**63)
+    "318925912395794554811", "-318925912395794554811", "-" + "9" * 30, " -" + "1" * 21 + "x",
+])
 def test_strtoll_out_of_range_is_an_error(text: str) -> None:
     with pytest.raises(InputError):
         strtoll(text, "x")

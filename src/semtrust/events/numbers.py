@@ -13,6 +13,9 @@ from semtrust.errors import InputError
 
 _INT64_MAX = (1 << 63) - 1
 _INT64_MIN = -(1 << 63)
+# Stands for a decimal of more than 20 digits: out of range with either sign (-(2**63)
+# itself is in range, so 2**63 would not do).
+_TOO_BIG = 1 << 64
 _U32_MAX = 0xFFFFFFFF
 _U16_MAX = 0xFFFF
 
@@ -28,7 +31,7 @@ def strtoll(text: str, field: str = "") -> int:
     """
     if text.isascii() and text.isdigit() and (text[0] != "0" or len(text) == 1):
         # > 20 digits is out of range anyway; int() refuses > 4300 digits with ValueError.
-        value = int(text) if len(text) <= 20 else _INT64_MAX + 1
+        value = int(text) if len(text) <= 20 else _TOO_BIG
     else:
         m = _STRTOLL.match(text)
         assert m is not None  # the pattern can match the empty string
@@ -40,7 +43,7 @@ def strtoll(text: str, field: str = "") -> int:
         elif digits[0] == "0":
             value = int(digits, 8)
         else:
-            value = int(digits) if len(digits) <= 20 else _INT64_MAX + 1  # see above
+            value = int(digits) if len(digits) <= 20 else _TOO_BIG  # see above
         if sign == "-":
             value = -value
     if value > _INT64_MAX or value < _INT64_MIN:
