@@ -32,7 +32,7 @@ from semtrust.model.coefficient import event_coefficient
 from semtrust.model.tma import TMA
 
 u32s = st.integers(0, 0xFFFFFFFF)
-u63s = st.integers(0, (1 << 63) - 1)
+u64s = st.integers(0, (1 << 64) - 1)  # as u64() reads them: masked, so any 64-bit value
 d32 = st.binary(min_size=32, max_size=32)
 # Control characters have no representation the reference's escape rule reads back.
 text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)
@@ -49,7 +49,7 @@ inodes = st.builds(Inode, u32s, u32s, st.integers(0, 0xFFFF), u32s, _limited(31)
 
 @st.composite
 def pathnames(draw: st.DrawFn) -> PathName:
-    instance = draw(st.one_of(st.just(0), st.integers(1, (1 << 63) - 1)))
+    instance = draw(st.one_of(st.just(0), st.integers(1, (1 << 64) - 1)))
     name = draw(text)
     if instance:
         name = "/" + name
@@ -95,7 +95,7 @@ def events(draw: st.DrawFn) -> Event:
     else:
         assert name not in EXPLICIT_CELLS
         cell = GenericCell(generic_body(draw(st.dictionaries(text, text, max_size=3))))
-    opt = st.one_of(st.none(), u63s)
+    opt = st.one_of(st.none(), u64s)
     return Event(
         name, draw(d32), draw(coes), cell, draw(st.sampled_from(["event", "async_event", "log"])),
         pid=draw(st.one_of(st.none(), u32s)), tnum=draw(opt), context=draw(opt),

@@ -390,7 +390,7 @@ def _format_file(f: FileDesc) -> str:
         )
     if p.instance:
         owner = (p.owner or bytes(32)).hex()
-        path.append(f'"owner": "{owner}", "instance": "{p.instance}"')
+        path.append(f'"owner": "{owner}", "instance": "{_u64_text(p.instance)}"')
     path.append(f'"type": {_q(p.type)}, "pathname": {_q(p.pathname)}')
     return (
         f'"file": {{"flags": "{f.flags}", "inode": {{"uid": "{i.uid}", "gid": "{i.gid}", '
@@ -446,6 +446,12 @@ def _cap_text(cap: int) -> str:
     return f"0x{cap:x}" if cap < (1 << 63) else f"-0x{(1 << 64) - cap:x}"
 
 
+def _u64_text(value: int) -> str:
+    """A 64-bit field in decimal; above 2^63 as the negative value strtoll reads back to
+    it (``u64`` masks ``-2`` to 2^64 - 2, but refuses 18446744073709551614)."""
+    return str(value) if value < (1 << 63) else str(value - (1 << 64))
+
+
 _HEADER_INTS = ("pid", "tnum", "context", "number")
 
 
@@ -455,19 +461,19 @@ def format_event(ev: Event, *, export: bool = True) -> str:
     for key in _HEADER_INTS:
         value = getattr(ev, key)
         if value is not None:
-            head.append(f'"{key}": "{value}"')
+            head.append(f'"{key}": "{_u64_text(value)}"')
     if ev.process is not None:
         head.append(f'"process": {_q(ev.process)}')
     head.append(f'"type": "{ev.type}"')
     if ev.ttd is not None:
-        head.append(f'"ttd": "{ev.ttd}"')
+        head.append(f'"ttd": "{_u64_text(ev.ttd)}"')
     if ev.p_ttd is not None:
-        head.append(f'"p_ttd": "{ev.p_ttd}"')
+        head.append(f'"p_ttd": "{_u64_text(ev.p_ttd)}"')
     head.append(f'"task_id": "{ev.task_id.hex()}"')
     if ev.p_task_id is not None:
         head.append(f'"p_task_id": "{ev.p_task_id.hex()}"')
     if ev.ts is not None:
-        head.append(f'"ts": "{ev.ts}"')
+        head.append(f'"ts": "{_u64_text(ev.ts)}"')
     c = ev.coe
     coe = (
         f'"COE": {{"uid": "{c.uid}", "euid": "{c.euid}", "suid": "{c.suid}", '
