@@ -1,0 +1,331 @@
+"""The mediation core: one notification in, events modeled, one answer out.
+
+``MediatorCore.handle`` finds the task a notification came from, applies the
+trust rules (an untrusted process is no longer modeled; denied when enforcing),
+dispatches to the handler of the syscall's family and turns failures into
+faults: anything that cannot be modeled is recorded and, when enforcing, denied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+from semtrust.events import (
+    Coe,
+    Event,
+    FileCell,
+    FileDesc,
+    GenericCell,
+)
+from semtrust.events.jsonexport import generic_body
+from semtrust.events.record import Cell
+from semtrust.orchestrator.emulate import (
+    CredSwitcher,
+)
+from semtrust.orchestrator.tasks import Process, Status
+from semtrust.sensors.fileinfo import FileInfo
+from semtrust.sensors.seccomp import SYSCALLS, Listener, Notification, SeccompError
+
+if TYPE_CHECKING:
+    from semtrust.orchestrator.domain import Domain
+
+O_ACCMODE = 0o3
+O_CREAT = 0o100
+O_EXCL = 0o200
+O_NOCTTY = 0o400
+O_TRUNC = 0o1000
+O_NONBLOCK = 0o4000
+O_DIRECTORY = 0o200000
+O_NOFOLLOW = 0o400000
+O_CLOEXEC = 0o2000000
+O_PATH = 0o10000000
+O_TMPFILE = 0o20000000 | O_DIRECTORY
+O_LARGEFILE = 0o100000
+FMODE_EXEC = 0x20
+VALID_OPEN_FLAGS = 0o3 | 0o100 | 0o200 | 0o400 | 0o1000 | 0o2000 | 0o4000 | 0o4010000 | \
+    0o10000 | 0o20000 | 0o40000 | 0o100000 | 0o200000 | 0o400000 | 0o1000000 | 0o2000000 | \
+    0o10000000 | 0o20000000
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+MAP_ANONYMOUS = 0x20
+PATH_MAX = 4096
+MAX_SOCKADDR = 128
+CAP_SETUID = 7
+CAP_SETGID = 6
+
+_NR = SYSCALLS
+
+
+MAX_COEF_CACHE = 1 << 16
+SWEEP_EVERY = 32  # forks between sweeps of exited processes (pid reuse, fd leaks)
+MAX_DESC_CACHE = 1 << 16
+
+
+_NOOP = contextlib.nullcontext()
+
+
+class Pending(NamedTuple):
+    """What enters a coefficient; also the key of the coefficient cache."""
+
+    etype: str
+    task_id: bytes
+    coe: Coe
+    cell: Cell
+
+
+class _Observe(Exception):
+    """This open cannot be emulated: describe it and let the kernel perform it."""
+
+
+class Unmodelable(Exception):
+    """The event happened but could not be described (vanished task or file...)."""
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One notification with the task it came from."""
+
+    n: Notification
+    tid: int
+    proc: Process
+    st: Status
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _kernel_flags(flags: int) -> int:
+    """The ``f_flags`` the kernel keeps for an open file (spec: file.flags)."""
+    return (flags | O_LARGEFILE) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)
+
+
+
+class MediatorCore:
+    """State shared by every handler family, the dispatch and the modeling step.
+
+    Handler families (``semtrust.orchestrator.handlers``) are mixins of this class;
+    :class:`semtrust.orchestrator.mediator.Mediator` combines them.
+    """
+
+    def __init__(self, domain: Domain, listener: Listener) -> None:
+        self.d = domain
+        self.lst = listener
+        self.fi = FileInfo()
+        self.creds = CredSwitcher()
+        self.created: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> creator task id
+        self.seq = 0
+        self.clones = 0
+        try:
+            self.binfmt_misc = bool(set(os.listdir("/proc/sys/fs/binfmt_misc"))
+                                    - {"register", "status"})
+        except OSError:
+            self.binfmt_misc = False
+        self._coef: dict[Pending, bytes] = {}
+        self._fast: dict[tuple[str, bytes, int, int], tuple[Coe, Cell, bytes]] = {}
+        self._fcells: dict[int, tuple[FileDesc, FileCell]] = {}
+        self._desc: dict[tuple[object, ...], FileDesc] = {}
+        self.handlers: dict[int, Callable[[Ctx], None]] = {}
+
+    def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
+        return True
+
+    # ------------------------------------------------------------------ entry
+    def handle(self, n: Notification) -> None:
+        """Decide one notification; always answers it (fail closed when enforcing)."""
+        try:
+            try:
+                proc, st = self.d.tasks.thread(n.pid)
+            except OSError as exc:
+                raise Unmodelable(f"/proc/{n.pid}/status: {exc}") from None
+            if proc.untrusted:
+                # Fruit of the poisoned vine: no longer modeled; denied when enforcing.
+                self.d.log_untrusted(proc, n.name)
+                if self.d.enforcing:
+                    self.lst.deny(n.id, errno.EPERM)
+                else:
+                    self.lst.allow(n.id)
+                return
+            if proc.exec_check is not None and \
+                    not self.verify_exec(Ctx(n, n.pid, proc, st)):
+                return
+            handler = self.handlers.get(n.nr)
+            if handler is None:
+                self.lst.allow(n.id)
+                return
+            handler(Ctx(n, n.pid, proc, st))
+        except Unmodelable as exc:
+            if not self.lst.id_valid(n.id):
+                # [issue4] The call is gone (task killed, or interrupted and to be notified
+                # again, e.g. runc init's execve under Go runtime signals): nothing happened.
+                return
+            self.fault(n, str(exc))
+            if self.d.enforcing:
+                self.lst.deny(n.id, errno.EPERM)
+            else:
+                self.lst.allow(n.id)
+        except SeccompError:
+            raise
+        except Exception as exc:  # a bug must not leave the task hanging
+            self.fault(n, f"internal error: {exc!r}")
+            if self.d.enforcing:
+                self.lst.deny(n.id, errno.EPERM)
+            else:
+                self.lst.allow(n.id)
+
+    def fault(self, n: Notification, reason: str) -> None:
+        self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})
+
+    # ---------------------------------------------------------------- helpers
+    def _mem(self, c: Ctx) -> int:
+        if c.proc.mem_fd < 0:
+            try:
+                c.proc.mem_fd = os.open(f"/proc/{c.tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise Unmodelable(f"/proc/{c.tid}/mem: {exc.strerror}") from None
+        return c.proc.mem_fd
+
+    def read_mem(self, c: Ctx, addr: int, size: int) -> bytes:
+        try:
+            return os.pread(self._mem(c), size, addr)
+        except OSError as exc:
+            raise Unmodelable(f"read of task memory failed: {exc.strerror}") from None
+
+    def read_path(self, c: Ctx, addr: int) -> bytes | None:
+        """The path argument at ``addr``; None after failing the call as the kernel would
+        (a bad pointer is the task's own error, not an unmodelable event)."""
+        try:
+            return self.read_str(c, addr)
+        except OSError as exc:
+            if isinstance(exc, Unmodelable):
+                raise
+            self.lst.deny(c.n.id, exc.errno or errno.EFAULT)
+            return None
+
+    def read_str(self, c: Ctx, addr: int) -> bytes:
+        """A NUL-terminated string from the task, at most PATH_MAX bytes."""
+        if addr == 0:
+            raise OSError(errno.EFAULT, "NULL pointer")
+        out = b""
+        fd = self._mem(c)
+        while len(out) < PATH_MAX:
+            size = min(256, 4096 - (addr % 4096))
+            try:
+                chunk = os.pread(fd, size, addr)
+            except OSError as exc:
+                if exc.errno == errno.EIO:
+                    raise OSError(errno.EFAULT, "bad address") from None
+                raise Unmodelable(f"read of task memory failed: {exc.strerror}") from None
+            if not chunk:
+                raise OSError(errno.EFAULT, "bad address")
+            i = chunk.find(b"\0")
+            if i >= 0:
+                return out + chunk[:i]
+            out += chunk
+            addr += len(chunk)
+        raise OSError(errno.ENAMETOOLONG, "path too long")
+
+    def check_valid(self, c: Ctx) -> None:
+        """After reading task memory: make sure it still was that task's."""
+        if not self.lst.id_valid(c.n.id):
+            raise Unmodelable("task went away during the decision")
+
+    def event(self, c: Ctx, etype: str, cell: Cell, *, coe: Coe | None = None,
+              task_id: bytes | None = None) -> Pending:
+        """An event to model; the full Event is only built when it adds a point."""
+        return Pending(etype, c.proc.task_id if task_id is None else task_id,
+                       c.st.coe if coe is None else coe, cell)
+
+    def _full(self, c: Ctx, p: Pending) -> Event:
+        self.seq += 1
+        return Event(type=p.etype, task_id=p.task_id, coe=p.coe, cell=p.cell, pid=c.tid,
+                     number=self.seq, process=c.st.name, p_task_id=c.proc.parent_task_id,
+                     ts=time.monotonic_ns())
+
+    def decide(self, c: Ctx, events: list[Pending]) -> bool:
+        """Model events; True if the call must be denied."""
+        deny = False
+        tma = self.d.tma
+        cache = self._coef
+        fast = self._fast
+        for p in events:
+            # Identity-keyed fast path: COE and cached cells are reused objects, and the
+            # entry holds them alive, so their ids cannot be recycled while cached.
+            fkey = (p.etype, p.task_id, id(p.coe), id(p.cell))
+            hit = fast.get(fkey)
+            ev: Event | None = None
+            if hit is not None and hit[0] is p.coe and hit[1] is p.cell:
+                co = hit[2]
+            else:
+                # File cells are already unique per file description (see file_cell):
+                # hashing their value again would only cost time.
+                by_value = not isinstance(p.cell, FileCell)
+                known = cache.get(p) if by_value else None
+                if known is None:
+                    ev = self._full(c, p)
+                    known = tma.coefficient(ev)
+                    if by_value:
+                        if len(cache) >= MAX_COEF_CACHE:
+                            cache.clear()
+                        cache[p] = known
+                co = known
+                if len(fast) >= MAX_COEF_CACHE:
+                    fast.clear()
+                fast[fkey] = (p.coe, p.cell, co)
+            if ev is None and tma.is_valid(co) is None:
+                ev = self._full(c, p)  # a new point: keep its description
+            if self.d.model_event(c.proc, ev, co):
+                deny = True
+        return deny
+
+    def finish(self, c: Ctx, events: list[Pending]) -> None:
+        if self.decide(c, events):
+            self.lst.deny(c.n.id, errno.EPERM)
+        else:
+            self.lst.allow(c.n.id)
+
+    def file_cell(self, desc: FileDesc) -> FileCell:
+        """One FileCell object per cached FileDesc (keeps the fast path's identity keys)."""
+        hit = self._fcells.get(id(desc))
+        if hit is not None and hit[0] is desc:
+            return hit[1]
+        cell = FileCell(desc)
+        if len(self._fcells) >= MAX_DESC_CACHE:
+            self._fcells.clear()
+        self._fcells[id(desc)] = (desc, cell)
+        return cell
+
+    def _generic(self, c: Ctx, etype: str, body: dict[str, object]) -> None:
+        ev = self.event(c, etype, GenericCell(generic_body(dict(sorted(body.items())))))
+        self.finish(c, [ev])
+
+
+    def _pidfd(self, c: Ctx) -> int:
+        if c.proc.pidfd < 0:
+            try:
+                c.proc.pidfd = os.pidfd_open(c.proc.tgid)
+            except OSError as exc:
+                raise Unmodelable(f"pidfd_open: {exc.strerror}") from None
+        return c.proc.pidfd
+
+    def _pidfd_target(self, c: Ctx, fdn: int) -> int | None:
+        try:
+            with open(f"/proc/{c.tid}/fdinfo/{fdn}", "rb") as fp:
+                for line in fp.read(4096).splitlines():
+                    if line.startswith(b"Pid:"):
+                        v = int(line.split()[1])
+                        return v if v > 0 else None
+        except (OSError, ValueError):
+            pass
+        return None
+
+
+    def _unmodelable(self, c: Ctx) -> None:
+        raise Unmodelable(f"{c.n.name} cannot be modeled")
