@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.integration.needs import need_container_host
 
 from semtrust.orchestrator.bundle import build_busybox_bundle, load_bundle, write_config
-from tests.integration.needs import need_container_host
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
 HOSTNAME = "escape-test\n"
@@ -98,7 +98,9 @@ def test_proc_pid1_environ_is_denied(setup: tuple[Path, Path, Path]) -> None:
     r = attack(setup, "cat /proc/1/environ")
     assert ENV_SECRET not in r.stdout
     assert r.returncode != 0
-    assert any("/proc/1/environ" in ln for ln in forensic_lines(r)), r.stderr
+    # pid 1 is the shell itself: the model names its own entries /proc/self/...
+    assert any(ln.endswith(("/proc/1/environ", "/proc/self/environ"))
+               for ln in forensic_lines(r)), r.stderr
 
 
 @pytest.mark.parametrize("where", ["/dev", "/dev/shm"])

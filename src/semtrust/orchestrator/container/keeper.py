@@ -20,6 +20,7 @@ from semtrust.errors import InputError, SemtrustError
 from semtrust.orchestrator import bundle as bundlemod
 from semtrust.orchestrator.container.cgroups import kill_cgroup
 from semtrust.orchestrator.container.mediator import mediator_main
+from semtrust.orchestrator.container.mounts import MarkReport, mark_container_mounts
 from semtrust.orchestrator.container.prepare import find_runc, prepare
 from semtrust.orchestrator.container.state import Plan, cleanup_state, safe_name
 from semtrust.sensors.fanotify import Fanotify
@@ -181,8 +182,20 @@ class Keeper:
                 if msg.startswith(b"{"):
                     with contextlib.suppress(ValueError):
                         self.result = json.loads(msg)
+                elif msg.startswith(b"mark "):
+                    self._mark(msg)
             if target_fd in ready:
                 return True
+
+    def _mark(self, msg: bytes) -> None:
+        """Mark the mounts of the container process the mediator names (mounts.py)."""
+        try:
+            pid = int(msg[5:])
+            rep = mark_container_mounts(self.fan, pid)
+        except ValueError:
+            rep = MarkReport(failed=[{"mount": "*", "fstype": "?", "reason": "bad request"}])
+        with contextlib.suppress(OSError):
+            self.ctrl.sendall(b"marks " + json.dumps(rep.to_json()).encode())
 
     def finish(self, timeout: float = 30) -> int | None:
         """Tell the mediator the workload ended; wait for its report; return its code."""

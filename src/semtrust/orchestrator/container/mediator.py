@@ -8,15 +8,21 @@ import os
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from semtrust.errors import SemtrustError
+from semtrust.orchestrator.container import opens
 from semtrust.orchestrator.container.caps import MEDIATOR_CAPS, drop_capabilities
 from semtrust.orchestrator.container.cgroups import cgroup2_root, kill_cgroup
 from semtrust.orchestrator.container.files import FileMediator
 from semtrust.orchestrator.container.listener import ListenerServer
+from semtrust.orchestrator.container.mounts import MarkReport
 from semtrust.orchestrator.container.state import Plan
 from semtrust.sensors.fanotify import Fanotify, PermissionLoop
+
+#: How long the mediator waits for the keeper to mark the container's mounts.
+MARK_TIMEOUT_S = 30.0
 
 
 def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
@@ -54,7 +60,11 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     fan = Fanotify.from_fd(fan_fd)
     files = FileMediator(dom, plan.cgroup, plan.rootfs)
     serve_threads: list[threading.Thread] = []
+    routes = opens.OpenRoutes()
     ctrl_lock = threading.Lock()
+
+    marks_ready = threading.Event()
+    marks_reply: list[MarkReport] = []
 
     def on_listener(fd: int, state: dict[str, Any]) -> None:
         # The keeper holds a copy: mediated calls block (not ENOSYS) if we die.
@@ -64,10 +74,42 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         if isinstance(pid, int) and dom.workload_pid is None:
             dom.workload_pid = pid
         _container(dom, {})  # record the domain cgroup's id while it exists
+        # Before serving: every mount of the container is marked (or known to need
+        # seccomp) before its first mediated call returns.
+        if not isinstance(pid, int) or not mark_mounts(pid):
+            os.close(fd)  # the keeper's copy keeps the container's calls blocked
+            kill_cgroup(plan.cgroup)
+            return
         t = threading.Thread(target=dom.serve, args=(Listener(fd),),
+                             kwargs={"mediator_cls": opens.mediator_class(routes)},
                              name="semtrust-seccomp", daemon=True)
         serve_threads.append(t)
         t.start()
+
+    def mark_mounts(pid: int) -> bool:
+        """Have the keeper mark ``pid``'s mounts; False if the container may not run."""
+        marks_ready.clear()
+        with ctrl_lock, contextlib.suppress(OSError):
+            ctrl.sendall(b"mark %d" % pid)
+        if not marks_ready.wait(MARK_TIMEOUT_S) or not marks_reply:
+            rep = MarkReport(failed=[{"mount": "*", "fstype": "?",
+                                      "reason": "the keeper did not answer"}])
+        else:
+            rep = marks_reply.pop()
+        routes.add(rep.marked)
+        if routes.handshake is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(Path(plan.runc_root) / plan.container_id / "exec.fifo")
+                routes.handshake = (st.st_dev, st.st_ino)
+        for f in rep.failed:
+            reason = (f"mount {f.get('mount')} ({f.get('fstype')}) cannot be mediated: "
+                      f"{f.get('reason')}")
+            dom.record_fault({"pid": pid, "syscall": "mount", "reason": reason})
+            if dom.enforcing:
+                print(f"semtrust: {reason}; refusing to start the container (enforcing)",
+                      file=sys.stderr)
+                return False
+        return True
 
     container_info: dict[str, Any] = {"container_id": plan.container_id, "cgroup": plan.cgroup,
                       "cgroup_id": None, "rootfs": plan.rootfs, "runc_root": plan.runc_root}
@@ -102,11 +144,16 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     died = False
     while True:
         try:
-            msg = ctrl.recv(64)
+            msg = ctrl.recv(1 << 20)
         except InterruptedError:
             continue
         except OSError:
             msg = b""
+        if msg.startswith(b"marks "):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                marks_reply.append(MarkReport.from_json(json.loads(msg[6:])))
+            marks_ready.set()
+            continue
         if msg == b"done":
             break
         if not msg:

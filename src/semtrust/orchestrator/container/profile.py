@@ -5,15 +5,16 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-#: Syscalls the process mode mediates that fanotify owns in container mode.
+#: The open family: notified in container mode too, and routed (opens.py) to fanotify
+#: (objects on marked mounts) or to the process-mode handler (procfs, unmarked mounts).
 FILE_OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
 
 
 def notify_syscalls() -> list[str]:
-    """The process mode's mediated syscalls minus file opens (fanotify owns those)."""
+    """The process mode's mediated syscalls, the open family included."""
     from semtrust.sensors.seccomp import default_syscalls
 
-    return [s for s in default_syscalls() if s not in FILE_OPEN_SYSCALLS]
+    return list(default_syscalls())
 
 
 def notify_profile_rules(profile: dict[str, Any]) -> dict[str, Any]:
