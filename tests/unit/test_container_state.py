@@ -26,7 +26,7 @@ def test_sweep_removes_only_unlocked_old_state(tmp_path: Path) -> None:
     unlocked = _dir(tmp_path, "nolock-3", lock=False)
     live = tmp_path / "live-4"
     live.mkdir()
-    container._hold_state_lock(live)  # as prepare() does for a running keeper
+    container.hold_state_lock(live)  # as prepare() does for a running keeper
     then = time.time() - 2 * STALE_AFTER_S
     os.utime(live / STATE_LOCK, (then, then))
     try:
@@ -34,7 +34,7 @@ def test_sweep_removes_only_unlocked_old_state(tmp_path: Path) -> None:
         assert not stale.exists()
         assert fresh.exists() and unlocked.exists() and live.exists()
     finally:
-        os.close(container._held_locks.pop(str(live)))
+        os.close(container.held_locks.pop(str(live)))
     assert sweep_stale_state(tmp_path) == [live]  # its holder is gone now
 
 

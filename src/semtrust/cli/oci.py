@@ -210,6 +210,10 @@ def _keeper_main(state_dir: str, fan_fd: int, status_fd: int, go_fd: int) -> int
         if not ok:
             keeper.finish(timeout=5)
             return 2
+        # runc create hands the seccomp listener over while we wait: keep serving the
+        # mediator (it asks us to mark the container's mounts then).
+        if not keeper.watch(go_fd):
+            return 1
         go = os.read(go_fd, 1)
         os.close(go_fd)
         if go != b"C":

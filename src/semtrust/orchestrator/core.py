@@ -192,9 +192,28 @@ class MediatorCore:
                 raise Unmodelable(f"/proc/{c.tid}/mem: {exc.strerror}") from None
         return c.proc.mem_fd
 
+    def _fresh_mem(self, c: Ctx) -> bool:
+        """Reopen the task's memory file; True if it named an address space that is gone.
+
+        The file follows the address space it was opened on: one opened while an exec
+        was pending (another thread's call in that window) reads as empty afterwards.
+        """
+        if c.proc.mem_fd < 0:
+            return False
+        try:
+            fresh = os.open(f"/proc/{c.tid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        old, c.proc.mem_fd = c.proc.mem_fd, fresh
+        os.close(old)
+        return True
+
     def read_mem(self, c: Ctx, addr: int, size: int) -> bytes:
         try:
-            return os.pread(self._mem(c), size, addr)
+            data = os.pread(self._mem(c), size, addr)
+            if not data and size and self._fresh_mem(c):
+                data = os.pread(self._mem(c), size, addr)
+            return data
         except OSError as exc:
             raise Unmodelable(f"read of task memory failed: {exc.strerror}") from None
 
@@ -215,6 +234,7 @@ class MediatorCore:
             raise OSError(errno.EFAULT, "NULL pointer")
         out = b""
         fd = self._mem(c)
+        refreshed = False
         while len(out) < PATH_MAX:
             size = min(256, 4096 - (addr % 4096))
             try:
@@ -223,6 +243,10 @@ class MediatorCore:
                 if exc.errno == errno.EIO:
                     raise OSError(errno.EFAULT, "bad address") from None
                 raise Unmodelable(f"read of task memory failed: {exc.strerror}") from None
+            if not chunk and not refreshed and self._fresh_mem(c):
+                refreshed = True
+                fd = self._mem(c)
+                continue
             if not chunk:
                 raise OSError(errno.EFAULT, "bad address")
             i = chunk.find(b"\0")

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semtrust.events import Event
 from semtrust.events.jsonexport import format_event
@@ -23,6 +23,9 @@ from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
 from semtrust.orchestrator.tasks import Process, TaskTable, read_status
 from semtrust.sensors.seccomp import Listener
+
+if TYPE_CHECKING:
+    from semtrust.orchestrator.mediator import Mediator
 
 MAX_FAULTS = 10000
 MAX_LATENCIES = 1 << 20
@@ -146,14 +149,16 @@ class Domain:
         return None
 
     # ------------------------------------------------------------------ serve
-    def serve(self, listener: Listener, *, sync_wakeup: bool = True) -> None:
-        """Mediate every notification on ``listener`` until no task uses the filter."""
+    def serve(self, listener: Listener, *, sync_wakeup: bool = True,
+              mediator_cls: type[Mediator] | None = None) -> None:
+        """Mediate every notification on ``listener`` until no task uses the filter
+        (with ``mediator_cls``, e.g. container mode's, instead of the process mode's)."""
         from semtrust.orchestrator.mediator import Mediator
 
         if sync_wakeup:
             listener.set_sync_wakeup()
         self.listeners.append(listener)
-        med = Mediator(self, listener)
+        med = (mediator_cls or Mediator)(self, listener)
         poller = select.poll()
         poller.register(listener.fd, select.POLLIN)
         lat = self.latencies

@@ -1,0 +1,51 @@
+"""Capability sets of the mediator process (it keeps only what it needs)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+#: Capabilities the mediator keeps (README "privileges"): read task memory and fds
+#: (CAP_SYS_PTRACE), read files and /proc entries whatever their mode
+#: (CAP_DAC_READ_SEARCH), signal container processes of other uids (CAP_KILL).
+CAP_DAC_READ_SEARCH = 2
+CAP_KILL = 5
+CAP_SYS_PTRACE = 19
+MEDIATOR_CAPS = (CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SYS_PTRACE)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_CHILD_SUBREAPER = 36
+_CAP_V3 = 0x20080522
+
+
+def drop_capabilities(keep: Sequence[int]) -> None:
+    """Shrink bounding, ambient, effective, permitted and inheritable sets to ``keep``.
+
+    Capabilities are per thread: call before starting any thread.
+    """
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if cap not in keep:
+            _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    mask = 0
+    for cap in keep:
+        mask |= 1 << cap
+    hdr = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
+    data = (ctypes.c_uint32 * 6)(mask & 0xFFFFFFFF, mask & 0xFFFFFFFF, 0,
+                                 mask >> 32, mask >> 32, 0)
+    if _libc.capset(ctypes.addressof(hdr), ctypes.addressof(data)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"capset: {os.strerror(e)}")
+

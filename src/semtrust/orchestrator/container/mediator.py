@@ -1,0 +1,217 @@
+"""The mediator process: the domain, the file mediator and the seccomp listeners."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from semtrust.errors import SemtrustError
+from semtrust.orchestrator.container import opens
+from semtrust.orchestrator.container.caps import MEDIATOR_CAPS, drop_capabilities
+from semtrust.orchestrator.container.cgroups import cgroup2_root, kill_cgroup
+from semtrust.orchestrator.container.files import FileMediator
+from semtrust.orchestrator.container.listener import ListenerServer
+from semtrust.orchestrator.container.mounts import MarkReport
+from semtrust.orchestrator.container.state import Plan
+from semtrust.sensors.fanotify import Fanotify, PermissionLoop
+
+#: How long the mediator waits for the keeper to mark the container's mounts.
+MARK_TIMEOUT_S = 30.0
+
+
+def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
+    """The mediator process (see module docstring). Returns its exit code."""
+    from semtrust.attest.domain import DomainTrust
+    from semtrust.attest.service import attach
+    from semtrust.events.describe import describe
+    from semtrust.orchestrator.domain import Domain
+    from semtrust.orchestrator.launch import set_nondumpable
+    from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
+    from semtrust.orchestrator.run import build_tma
+    from semtrust.sensors.seccomp import Listener
+
+    ctrl = socket.socket(fileno=ctrl_fd)
+    plan = Plan.load(plan_path)
+    opts = plan.run_options()
+    try:
+        trust = DomainTrust(plan.name, opts.trust_options())
+        try:
+            tma = build_tma(opts, trust)
+        except BaseException:
+            trust.close()
+            raise
+        warning = trust.aggregate_mismatch()
+        if warning is not None:
+            print(f"semtrust: warning: {warning}", file=sys.stderr)
+        dom = Domain(plan.name, tma, command=plan.command)
+        dom.model_exec_file = False  # fanotify models the executable's open
+        dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
+        attach(dom, trust)
+        server = MgmtServer(dom, socket_path(plan.name))
+    except SemtrustError as exc:
+        print(f"semtrust: {exc}", file=sys.stderr)
+        return 2
+    fan = Fanotify.from_fd(fan_fd)
+    files = FileMediator(dom, plan.cgroup, plan.rootfs)
+    serve_threads: list[threading.Thread] = []
+    routes = opens.OpenRoutes()
+    ctrl_lock = threading.Lock()
+
+    marks_ready = threading.Event()
+    marks_reply: list[MarkReport] = []
+
+    def on_listener(fd: int, state: dict[str, Any]) -> None:
+        # The keeper holds a copy: mediated calls block (not ENOSYS) if we die.
+        with ctrl_lock, contextlib.suppress(OSError):
+            socket.send_fds(ctrl, [b"listener"], [fd])
+        pid = state.get("pid")
+        if isinstance(pid, int) and dom.workload_pid is None:
+            dom.workload_pid = pid
+        _container(dom, {})  # record the domain cgroup's id while it exists
+        # Before serving: every mount of the container is marked (or known to need
+        # seccomp) before its first mediated call returns.
+        if not isinstance(pid, int) or not mark_mounts(pid):
+            os.close(fd)  # the keeper's copy keeps the container's calls blocked
+            kill_cgroup(plan.cgroup)
+            return
+        t = threading.Thread(target=dom.serve, args=(Listener(fd),),
+                             kwargs={"mediator_cls": opens.mediator_class(routes)},
+                             name="semtrust-seccomp", daemon=True)
+        serve_threads.append(t)
+        t.start()
+
+    def mark_mounts(pid: int) -> bool:
+        """Have the keeper mark ``pid``'s mounts; False if the container may not run."""
+        marks_ready.clear()
+        with ctrl_lock, contextlib.suppress(OSError):
+            ctrl.sendall(b"mark %d" % pid)
+        if not marks_ready.wait(MARK_TIMEOUT_S) or not marks_reply:
+            rep = MarkReport(failed=[{"mount": "*", "fstype": "?",
+                                      "reason": "the keeper did not answer"}])
+        else:
+            rep = marks_reply.pop()
+        routes.add(rep.marked)
+        if routes.handshake is None:
+            with contextlib.suppress(OSError):
+                st = os.stat(Path(plan.runc_root) / plan.container_id / "exec.fifo")
+                routes.handshake = (st.st_dev, st.st_ino)
+        for f in rep.failed:
+            reason = (f"mount {f.get('mount')} ({f.get('fstype')}) cannot be mediated: "
+                      f"{f.get('reason')}")
+            dom.record_fault({"pid": pid, "syscall": "mount", "reason": reason})
+            if dom.enforcing:
+                print(f"semtrust: {reason}; refusing to start the container (enforcing)",
+                      file=sys.stderr)
+                return False
+        return True
+
+    container_info: dict[str, Any] = {"container_id": plan.container_id, "cgroup": plan.cgroup,
+                      "cgroup_id": None, "rootfs": plan.rootfs, "runc_root": plan.runc_root}
+
+    def _container(_d: Any, _req: dict[str, Any]) -> Any:
+        if container_info["cgroup_id"] is None:  # runc creates the cgroup at create time
+            with contextlib.suppress(OSError):
+                container_info["cgroup_id"] = os.stat(
+                    cgroup2_root() / plan.cgroup.lstrip("/")).st_ino
+        return dict(container_info)
+
+    register_request("container", _container)
+    try:
+        lsrv = ListenerServer(plan.listener, on_listener)
+    except OSError as exc:
+        print(f"semtrust: cannot listen on {plan.listener}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
+    set_nondumpable()
+    try:
+        drop_capabilities(MEDIATOR_CAPS)
+    except OSError as exc:
+        print(f"semtrust: {exc}", file=sys.stderr)
+        return 2
+    loop = PermissionLoop(fan, files.decide, on_overflow=files.overflow,
+                          on_error=lambda e: dom.record_fault(
+                              {"pid": 0, "syscall": "open", "reason": f"internal: {e!r}"}))
+    loop.start()
+    lsrv.start()
+    server.start()
+    ctrl.sendall(b"ready")
+    died = False
+    while True:
+        try:
+            msg = ctrl.recv(1 << 20)
+        except InterruptedError:
+            continue
+        except OSError:
+            msg = b""
+        if msg.startswith(b"marks "):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                marks_reply.append(MarkReport.from_json(json.loads(msg[6:])))
+            marks_ready.set()
+            continue
+        if msg == b"done":
+            break
+        if not msg:
+            died = True
+            break
+    if died:  # the keeper is gone: nobody would stop the container
+        kill_cgroup(plan.cgroup)
+    dom.stop.set()
+    for t in serve_threads:
+        t.join(timeout=5)
+    lsrv.close()
+    loop.stop()
+    fan.close()
+    server.close()
+    code = 0
+    try:
+        trust.finish(dom.tma)
+    except SemtrustError as exc:
+        print(f"semtrust: {exc}", file=sys.stderr)
+        code = 2
+    finally:
+        trust.close()
+    if plan.output is not None:
+        try:
+            dom.write_output(plan.output, plan.trajectory)
+        except OSError as exc:
+            print(f"semtrust: cannot write {plan.output}: {exc.strerror}", file=sys.stderr)
+            code = 2
+    if dom.tma.forensics_count:
+        with dom.lock:
+            shown = [describe(e) for e in dom.tma.forensics[:5]]
+        print(f"semtrust: {dom.tma.forensics_count} event(s) outside the model"
+              f"{' (denied)' if dom.enforcing else ''}:", file=sys.stderr)
+        for line in shown:
+            print(f"semtrust:   {line}", file=sys.stderr)
+    if dom.fault_count:
+        print(f"semtrust: {dom.fault_count} event(s) could not be modeled"
+              f"{' and were denied' if dom.enforcing else ''}, e.g.:", file=sys.stderr)
+        for f in dom.faults[:3]:
+            print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
+                  file=sys.stderr)
+    stats = dom.stats()
+    lat = sorted(files.latencies)
+    if lat:
+        stats["file_latency_ns_median"] = lat[len(lat) // 2]
+        stats["file_latency_ns_p99"] = lat[min(len(lat) - 1, len(lat) * 99 // 100)]
+    stats["file_events_outside"] = files.outside
+    stats["file_events_modeled"] = files.modeled
+    stats["fanotify_overflows"] = files.overflows
+    stats["fault_samples"] = [{k: v for k, v in f.items() if k != "ts"} for f in dom.faults[:20]]
+    stats["cgroup"] = plan.cgroup
+    stats["cgroup_id"] = container_info["cgroup_id"]
+    stats_path = os.environ.get("SEMTRUST_STATS")
+    if stats_path:
+        with contextlib.suppress(OSError), open(stats_path, "w") as sf:
+            json.dump(stats, sf)
+    with contextlib.suppress(OSError):
+        ctrl.sendall(json.dumps({"code": code, "forensics": dom.tma.forensics_count}).encode())
+    ctrl.close()
+    return code
+
