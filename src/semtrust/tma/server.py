@@ -72,6 +72,7 @@ class TMAServer:
         self.lock = threading.Lock()
         self.log = log or (lambda msg: print(f"semtrust tma: {msg}", file=sys.stderr))
         self._listeners: list[socket.socket] = []
+        self._paths: list[str] = []
         self._conns: set[socket.socket] = set()
         self._closed = threading.Event()
         self.handlers: dict[str, Handler] = {
@@ -91,6 +92,7 @@ class TMAServer:
             s.bind(addr.path)
             # Everyone may connect; SO_PEERCRED decides who is served.
             os.chmod(addr.path, 0o666)
+            self._paths.append(addr.path)
         else:
             if self.tls is None:
                 raise InputError("a TCP listener needs --cert, --cert-key and --client-ca",
@@ -118,8 +120,15 @@ class TMAServer:
     def close(self) -> None:
         self._closed.set()
         for s in self._listeners:
+            # shutdown wakes the thread blocked in accept(); close alone would not.
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._paths.clear()
         self.drop_connections()
 
     def drop_connections(self) -> None:
