@@ -159,6 +159,9 @@ class Plan:
     base: str | None = None
     tma_key: str | None = None
     runc_global: list[str] = field(default_factory=list)
+    tma: str | None = None  # external TMA address, its TLS files, MQTT export (semtrust.tma)
+    tma_tls: list[str] | None = None
+    export: str | None = None
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -179,10 +182,15 @@ class Plan:
                           trajectory=self.trajectory, model=self.model, enforce=self.enforce,
                           tpm=self.tpm, pcr=self.pcr,
                           base=bytes.fromhex(self.base) if self.base else None,
-                          tma_key=self.tma_key, model_key=self.model_key)
+                          tma_key=self.tma_key, model_key=self.model_key, tma=self.tma,
+                          tma_tls=_tls_files(self.tma_tls), export=self.export)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
+
+
+def _tls_files(files: list[str] | None) -> tuple[str, str, str] | None:
+    return (files[0], files[1], files[2]) if files and len(files) == 3 else None
 
 
 def notify_syscalls() -> list[str]:
@@ -317,7 +325,8 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             output=os.path.abspath(opts.output) if opts.output else None,
             trajectory=opts.trajectory, model_key=opts.model_key, tpm=opts.tpm, pcr=opts.pcr,
             base=opts.base.hex() if opts.base else None, tma_key=opts.tma_key,
-            runc_global=list(runc_global))
+            runc_global=list(runc_global), tma=opts.tma, export=opts.export,
+            tma_tls=list(opts.tma_tls) if opts.tma_tls else None)
         plan.save()
         return plan
     except BaseException:
@@ -684,6 +693,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
     from semtrust.orchestrator.run import build_tma
     from semtrust.sensors.seccomp import Listener
+    from semtrust.tma.wiring import finish_tma, on_tma_lost
 
     ctrl = socket.socket(fileno=ctrl_fd)
     plan = Plan.load(plan_path)
@@ -702,6 +712,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         dom.model_exec_file = False  # fanotify models the executable's open
         dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
         attach(dom, trust)
+        on_tma_lost(tma, lambda: kill_cgroup(plan.cgroup))
         server = MgmtServer(dom, socket_path(plan.name))
     except SemtrustError as exc:
         print(f"semtrust: {exc}", file=sys.stderr)
@@ -784,13 +795,18 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         code = 2
     finally:
         trust.close()
-    if plan.output is not None:
+    lost = finish_tma(dom.tma)
+    if lost is not None:
+        print(f"semtrust: {lost}; the model is incomplete and was not written",
+              file=sys.stderr)
+        code = 2
+    elif plan.output is not None:
         try:
             dom.write_output(plan.output, plan.trajectory)
         except OSError as exc:
             print(f"semtrust: cannot write {plan.output}: {exc.strerror}", file=sys.stderr)
             code = 2
-    if dom.tma.forensics_count:
+    if lost is None and dom.tma.forensics_count:
         with dom.lock:
             shown = [describe(e) for e in dom.tma.forensics[:5]]
         print(f"semtrust: {dom.tma.forensics_count} event(s) outside the model"
@@ -803,7 +819,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         for f in dom.faults[:3]:
             print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
                   file=sys.stderr)
-    stats = dom.stats()
+    stats: dict[str, Any] = dom.stats() if lost is None else {"tma_lost": lost}
     lat = sorted(files.latencies)
     if lat:
         stats["file_latency_ns_median"] = lat[len(lat) // 2]
@@ -819,7 +835,8 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         with contextlib.suppress(OSError), open(stats_path, "w") as sf:
             json.dump(stats, sf)
     with contextlib.suppress(OSError):
-        ctrl.sendall(json.dumps({"code": code, "forensics": dom.tma.forensics_count}).encode())
+        ctrl.sendall(json.dumps({"code": code, "forensics": dom.tma.forensics_count
+                                 if lost is None else -1}).encode())
     ctrl.close()
     return code
 
