@@ -117,12 +117,13 @@ def test_sequence_gap_and_duplicate_are_trust_events(server: Server) -> None:
     ev = records("events18.json")[0]
     assert isinstance(ev, Event)
     c = Connection(unix, None)
-    c.call({"op": "open", "domain": "seq"})
-    c.call({"op": "export", "domain": "seq", "seq": 1, "record": format_event(ev)})
+    token = c.call({"op": "open", "domain": "seq"})["token"]
+    line = format_event(ev)
+    c.call({"op": "export", "domain": "seq", "seq": 1, "record": line, "token": token})
     with pytest.raises(RemoteError, match="sequence duplicate: expected 2, got 1"):
-        c.call({"op": "export", "domain": "seq", "seq": 1, "record": format_event(ev)})
+        c.call({"op": "export", "domain": "seq", "seq": 1, "record": line, "token": token})
     with pytest.raises(RemoteError, match="sequence gap: expected 2, got 5"):
-        c.call({"op": "export", "domain": "seq", "seq": 5, "record": format_event(ev)})
+        c.call({"op": "export", "domain": "seq", "seq": 5, "record": line, "token": token})
     summary = c.call({"op": "show", "domain": "seq", "what": "summary"})["result"]
     assert summary["events"] == 1, "refused records are never modeled"
     assert summary["unattestable"] is True
@@ -275,3 +276,24 @@ def test_remote_tma_has_the_in_process_interface() -> None:
     missing = {n for n in public if not hasattr(RemoteTMA, n)}
     # observe: replay's private fast path; load_point: model loading goes through load
     assert missing <= {"observe", "load_point"}, missing
+
+
+def test_another_process_of_the_same_uid_cannot_feed_a_domain(server: Server) -> None:
+    """A root workload on the orchestrator's host has the orchestrator's uid; without the
+    session's token it can neither feed, nor seal, nor take over the domain."""
+    _srv, unix, _tcp = server
+    r = RemoteTMA(unix, "guarded")
+    ev = next(e for e in records("events18.json") if isinstance(e, Event))
+    r.update(ev)
+    intruder = Connection(unix, None)
+    for req in ({"op": "export", "domain": "guarded", "seq": 2, "record": format_event(ev)},
+                {"op": "seal", "domain": "guarded"},
+                {"op": "open", "domain": "guarded", "resume": True},
+                {"op": "open", "domain": "guarded", "resume": True, "token": "0" * 32}):
+        with pytest.raises(RemoteError, match="another peer or session"):
+            intruder.call(dict(req))
+    assert intruder.call({"op": "show", "domain": "guarded", "what": "summary"}
+                         )["result"]["events"] == 1
+    r.update(ev)
+    r.sync()
+    assert r.events == 2 and r.mode is Mode.FREE

@@ -92,7 +92,15 @@ class Connection:
 
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         """Send a request and return its reply; RemoteError if refused."""
-        rid = self.send(req)
+        try:
+            rid = self.send(req)
+        except OSError:
+            # A peer refused at once (say, by uid) has sent why before closing.
+            try:
+                reply = self._read()
+            except (OSError, ProtocolError):
+                raise ConnectionResetError("the TMA closed the connection") from None
+            raise RemoteError(str(reply.get("error")), fatal=True) from None
         while True:
             reply = self._read()
             if reply.get("id") == rid or reply.get("fatal"):
@@ -141,6 +149,7 @@ class RemoteTMA:
             raise InputError(f"TMA {addr}: {exc}", field="--tma") from None
         except (OSError, ProtocolError) as exc:
             raise InputError(f"TMA {addr}: cannot connect: {exc}", field="--tma") from None
+        self._token = str(opened["token"])
         self._seq = int(opened["next_seq"]) - 1
         self._mode = Mode(opened["mode"])
 
@@ -169,12 +178,13 @@ class RemoteTMA:
         try:
             conn = Connection(self.addr, self.tls)
             conn.call({"op": "hello"})
-            opened = conn.call({"op": "open", "domain": self.domain, "resume": True})
+            opened = conn.call({"op": "open", "domain": self.domain, "resume": True,
+                                "token": self._token})
             nxt = int(opened["next_seq"])
             for seq, line in self._unconfirmed:
                 if seq >= nxt:
                     conn.send({"op": "export", "domain": self.domain, "seq": seq,
-                               "record": line, "sync": False})
+                               "record": line, "sync": False, "token": self._token})
             self._conn = conn
             while self._unconfirmed and self._unconfirmed[0][0] < nxt:
                 self._unconfirmed.popleft()
@@ -186,6 +196,7 @@ class RemoteTMA:
         with self._lock:
             if self.lost is not None:
                 raise TMALost(f"external TMA {self.addr} lost: {self.lost}")
+            req = {**req, "token": self._token}
             try:
                 reply = self._conn.call(dict(req))
             except RemoteError as exc:
@@ -284,7 +295,8 @@ class RemoteTMA:
                 raise TMALost(f"external TMA {self.addr} lost: {self.lost}")
             self._seq += 1
             seq = self._seq
-            req = {"op": "export", "domain": self.domain, "seq": seq, "record": line}
+            req = {"op": "export", "domain": self.domain, "seq": seq, "record": line,
+                   "token": self._token}
             if self._mode is Mode.FREE:
                 return self._pipeline(req, seq, line, c)
             req["sync"] = True

@@ -9,6 +9,7 @@ unattestable), never silently modeled.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
@@ -33,6 +34,8 @@ class ServedDomain:
     def __init__(self, name: str, owner: str) -> None:
         self.name = name
         self.owner = owner
+        # Shown by every change of the domain: the session that opened it, not just its uid.
+        self.token = secrets.token_hex(16)
         self.tma = TMA()
         self.lock = threading.Lock()
         self.next_seq = 1

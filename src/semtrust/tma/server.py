@@ -4,14 +4,18 @@ It keeps the models, points, measurement, state, forensics and the attestation
 key; the orchestrators that connect keep none of them. Peers are authenticated
 before their first frame is read: over a Unix socket by ``SO_PEERCRED`` against
 the allowed uids (file modes alone would not keep a root workload out), over TCP
-by mutual TLS. A domain belongs to the identity that opened it: only that
-identity may feed or change it; any authenticated peer may read and attest it.
+by mutual TLS. A domain belongs to the identity that opened it and to that
+session: ``open`` hands out a random token that every later change and a resume
+must show, so another process of the same uid (a root workload on the
+orchestrator's host, say) cannot feed or poison the domain. Any authenticated
+peer may read and attest it.
 One thread per connection; one lock per domain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import socket
 import ssl
@@ -235,8 +239,9 @@ class TMAServer:
         dom = self.domains.get(name)
         if dom is None:
             raise RequestError(f"no domain {name!r}")
-        if write and dom.owner != ident:
-            raise RequestError(f"domain {name!r} belongs to another peer")
+        if write and (dom.owner != ident or not hmac.compare_digest(
+                str(req.get("token", "")), dom.token)):
+            raise RequestError(f"domain {name!r} belongs to another peer or session")
         return dom
 
     # ------------------------------------------------------------------ verbs
@@ -257,11 +262,12 @@ class TMAServer:
                 dom = self.domains[name] = ServedDomain(name, ident)
             elif not resume:
                 raise RequestError(f"domain {name!r} exists")
-            elif dom.owner != ident:
-                raise RequestError(f"domain {name!r} belongs to another peer")
+            elif dom.owner != ident or not hmac.compare_digest(str(req.get("token", "")),
+                                                               dom.token):
+                raise RequestError(f"domain {name!r} belongs to another peer or session")
         with dom.lock:
             return {"ok": True, "next_seq": dom.next_seq, "mode": dom.tma.mode.value,
-                    "last": dom.last_reply}
+                    "last": dom.last_reply, "token": dom.token}
 
     def _aggregate(self, ident: str, req: dict[str, Any]) -> None:
         dom = self._domain(ident, req, write=True)
