@@ -11,6 +11,9 @@ comes from the bundle's annotations:
   forensic points) here when the container ends
 * ``io.semtrust.name``    domain name for ``semtrust console``/``list`` (default: the id)
 * ``io.semtrust.key``     public key the model must be signed by
+* ``io.semtrust.tma``     external TMA (``unix:PATH`` or ``tcp:HOST:PORT``); for tcp also
+  ``io.semtrust.tma.cert``, ``io.semtrust.tma.cert-key``, ``io.semtrust.tma.ca``
+* ``io.semtrust.export``  also publish every event record to ``mqtt://HOST:PORT/TOPIC``
 * ``io.semtrust.rootfs``  ``copy`` (default): run on a tmpfs copy of the rootfs, so points do
   not depend on the engine's overlay mount (its s_uuid is random per mount); writes then
   stay in the copy.  ``inplace``: mark the engine's own rootfs mount (writes persist,
@@ -114,7 +117,20 @@ def _options_from_annotations(ann: dict[str, str], cid: str, source: str) -> Run
                          field="annotations")
     return RunOptions(command=[], name=ann.get("io.semtrust.name") or cid, model=model,
                       enforce=enforce, output=ann.get("io.semtrust.output") or None,
-                      model_key=ann.get("io.semtrust.key") or None)
+                      model_key=ann.get("io.semtrust.key") or None,
+                      tma=ann.get("io.semtrust.tma") or None,
+                      export=ann.get("io.semtrust.export") or None,
+                      tma_tls=_tma_tls(ann, source))
+
+
+def _tma_tls(ann: dict[str, str], source: str) -> tuple[str, str, str] | None:
+    files = [ann.get(f"io.semtrust.tma.{k}") or None for k in ("cert", "cert-key", "ca")]
+    if not any(files):
+        return None
+    if not all(files):
+        raise InputError("io.semtrust.tma.cert, .cert-key and .ca go together", source=source,
+                         field="annotations")
+    return files[0] or "", files[1] or "", files[2] or ""
 
 
 def _in_place(ann: dict[str, str]) -> bool:

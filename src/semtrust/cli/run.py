@@ -32,11 +32,19 @@ from semtrust.orchestrator.run import RunOptions, run_domain
               help="Private key (RSA or Ed25519 PEM) that signs attestations.")
 @click.option("--bundle", metavar="DIR",
               help="Run this OCI bundle under runc (COMMAND overrides process.args).")  # [issue4]
+@click.option("--tma", "tma", metavar="ADDR",
+              help="External TMA (semtrust tma serve): unix:PATH or tcp:HOST:PORT.")
+@click.option("--tma-cert", type=click.Path(dir_okay=False), help="Client certificate (tcp:).")
+@click.option("--tma-cert-key", type=click.Path(dir_okay=False), help="Its private key.")
+@click.option("--tma-ca", type=click.Path(dir_okay=False), help="CA of the TMA's certificate.")
+@click.option("--export", "export", metavar="mqtt://HOST:PORT/TOPIC",
+              help="Also publish every event record to this MQTT topic (QoS 1).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
         enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
-        base: str | None, tma_key: str | None, bundle: str | None,
-        command: tuple[str, ...]) -> None:
+        base: str | None, tma_key: str | None, bundle: str | None, tma: str | None,
+        tma_cert: str | None, tma_cert_key: str | None, tma_ca: str | None,
+        export: str | None, command: tuple[str, ...]) -> None:
     """Run COMMAND (default: your shell) in a new modeling domain; exit with its code."""
     if trajectory and output is None:
         raise click.UsageError("--trajectory needs --output")
@@ -45,13 +53,22 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
     opts = RunOptions(command=command, name=name, output=output,
                       trajectory=trajectory, model=model, enforce=enforce,
                       model_key=model_key, tpm=tpm, pcr=pcr,
-                      base=hex32(base, "--base"), tma_key=tma_key)
+                      base=hex32(base, "--base"), tma_key=tma_key, tma=tma, export=export,
+                      tma_tls=_tls(tma_cert, tma_cert_key, tma_ca))
     if bundle is not None:  # [issue4] container mode
         from semtrust.orchestrator.container import run_container
 
         sys.exit(run_container(opts, bundle, list(command) or None))
     code = run_domain(opts)
     sys.exit(code)
+
+
+def _tls(cert: str | None, key: str | None, ca: str | None) -> tuple[str, str, str] | None:
+    if cert is None and key is None and ca is None:
+        return None
+    if cert is None or key is None or ca is None:
+        raise click.UsageError("--tma-cert, --tma-cert-key and --tma-ca go together")
+    return cert, key, ca
 
 
 @click.command()

@@ -19,6 +19,7 @@ from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
 from semtrust.orchestrator.mgmt import MgmtServer, socket_path
+from semtrust.tma.wiring import finish_tma, on_tma_lost, remote_tma
 
 
 @dataclass
@@ -37,6 +38,10 @@ class RunOptions:
     base: bytes | None = None
     tma_key: str | None = None
     model_key: str | None = None
+    # external TMA (semtrust.tma): its address, TLS files (cert, key, CA), MQTT export
+    tma: str | None = None
+    tma_tls: tuple[str, str, str] | None = None
+    export: str | None = None
 
     def trust_options(self) -> TrustOptions:
         return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
@@ -50,7 +55,8 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
     whose signature was stripped is refused; ``trust`` applies the base nonce and
     the platform's hardware aggregate.
     """
-    tma = TMA()
+    tma = TMA() if opts.tma is None and opts.export is None else \
+        remote_tma(opts, trust.name if trust is not None else opts.name)
     if opts.model is not None:
         model = load_model(opts.model, key=opts.model_key)
         if trust is not None:
@@ -118,6 +124,7 @@ def run_domain(opts: RunOptions, *,
         workload.kill()
 
     prev = {s: signal.signal(s, _terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    on_tma_lost(tma, lambda: _terminate(signal.SIGTERM, None))
     prev[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = 1
     try:
@@ -142,7 +149,12 @@ def run_domain(opts: RunOptions, *,
         os.umask(old_umask)
         for s, h in prev.items():
             signal.signal(s, h)
-        if opts.output is not None:
+        lost = finish_tma(domain.tma)
+        if lost is not None:
+            print(f"semtrust: {lost}; the model is incomplete and was not written",
+                  file=sys.stderr)
+            code = code or 2
+        elif opts.output is not None:
             try:
                 domain.write_output(opts.output, opts.trajectory)
             except OSError as exc:

@@ -35,6 +35,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
     from semtrust.orchestrator.run import build_tma
     from semtrust.sensors.seccomp import Listener
+    from semtrust.tma.wiring import finish_tma, on_tma_lost
 
     ctrl = socket.socket(fileno=ctrl_fd)
     plan = Plan.load(plan_path)
@@ -53,6 +54,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         dom.model_exec_file = False  # fanotify models the executable's open
         dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
         attach(dom, trust)
+        on_tma_lost(tma, lambda: kill_cgroup(plan.cgroup))
         server = MgmtServer(dom, socket_path(plan.name))
     except SemtrustError as exc:
         print(f"semtrust: {exc}", file=sys.stderr)
@@ -176,13 +178,18 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         code = 2
     finally:
         trust.close()
-    if plan.output is not None:
+    lost = finish_tma(dom.tma)
+    if lost is not None:
+        print(f"semtrust: {lost}; the model is incomplete and was not written",
+              file=sys.stderr)
+        code = 2
+    elif plan.output is not None:
         try:
             dom.write_output(plan.output, plan.trajectory)
         except OSError as exc:
             print(f"semtrust: cannot write {plan.output}: {exc.strerror}", file=sys.stderr)
             code = 2
-    if dom.tma.forensics_count:
+    if lost is None and dom.tma.forensics_count:
         with dom.lock:
             shown = [describe(e) for e in dom.tma.forensics[:5]]
         print(f"semtrust: {dom.tma.forensics_count} event(s) outside the model"
@@ -195,7 +202,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         for f in dom.faults[:3]:
             print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
                   file=sys.stderr)
-    stats = dom.stats()
+    stats: dict[str, Any] = dom.stats() if lost is None else {"tma_lost": lost}
     lat = sorted(files.latencies)
     if lat:
         stats["file_latency_ns_median"] = lat[len(lat) // 2]
@@ -211,7 +218,8 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         with contextlib.suppress(OSError), open(stats_path, "w") as sf:
             json.dump(stats, sf)
     with contextlib.suppress(OSError):
-        ctrl.sendall(json.dumps({"code": code, "forensics": dom.tma.forensics_count}).encode())
+        ctrl.sendall(json.dumps({"code": code, "forensics": dom.tma.forensics_count
+                                 if lost is None else -1}).encode())
     ctrl.close()
     return code
 

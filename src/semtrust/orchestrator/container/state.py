@@ -54,6 +54,9 @@ class Plan:
     base: str | None = None
     tma_key: str | None = None
     runc_global: list[str] = field(default_factory=list)
+    tma: str | None = None  # external TMA address, its TLS files, MQTT export (semtrust.tma)
+    tma_tls: list[str] | None = None
+    export: str | None = None
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -74,10 +77,15 @@ class Plan:
                           trajectory=self.trajectory, model=self.model, enforce=self.enforce,
                           tpm=self.tpm, pcr=self.pcr,
                           base=bytes.fromhex(self.base) if self.base else None,
-                          tma_key=self.tma_key, model_key=self.model_key)
+                          tma_key=self.tma_key, model_key=self.model_key, tma=self.tma,
+                          tma_tls=_tls_files(self.tma_tls), export=self.export)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
+
+
+def _tls_files(files: list[str] | None) -> tuple[str, str, str] | None:
+    return (files[0], files[1], files[2]) if files and len(files) == 3 else None
 
 
 

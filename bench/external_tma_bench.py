@@ -1,0 +1,223 @@
+"""External TMA: decision latency (in-process vs Unix socket vs TLS over loopback),
+export throughput to Mosquitto at QoS 1, and one TMA serving 100 concurrent domains.
+
+Run from the repository root as root (the broker runs as root):
+    .venv/bin/python bench/external_tma_bench.py [--events 20000] [--export 200000]
+
+The TMA is a real ``semtrust tma serve`` process; the broker is Debian's Mosquitto.
+A decision is what the mediator asks of its TMA for one event in enforcing mode: the
+in-process TMA models the cached coefficient of a known event; the remote one formats
+the event as its export record, sends it and waits for the verdict. Prints figures,
+asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+from semtrust.events.reader import read_records  # noqa: E402
+from semtrust.events.record import Event  # noqa: E402
+from semtrust.model.modelfile import parse_model, render_model  # noqa: E402
+from semtrust.model.tma import TMA  # noqa: E402
+from semtrust.tma.client import RemoteTMA  # noqa: E402
+from semtrust.tma.protocol import Address, TLSFiles, parse_address  # noqa: E402
+
+VECTORS = ROOT / "tests" / "data" / "vectors"
+
+
+def events() -> list[Event]:
+    return [e for _n, e in read_records(VECTORS / "test-trajectory.json")
+            if isinstance(e, Event)]
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def model_of(evs: list[Event]) -> tuple[bytes, object]:
+    t = TMA()
+    for e in evs:
+        t.update(e)
+    text = render_model(t).encode()
+    return text, parse_model(text)
+
+
+def decisions(tma: object, evs: list[Event], n: int, remote: bool) -> list[float]:
+    coefs = [tma.coefficient(e) for e in evs]  # type: ignore[attr-defined]
+    lat = []
+    clock = time.perf_counter_ns
+    upd = tma.update_coefficient  # type: ignore[attr-defined]
+    for i in range(n):
+        k = i % len(evs)
+        t0 = clock()
+        # in-process: the mediator's cache hit on a known point passes no event
+        upd(coefs[k], evs[k] if remote else None)
+        lat.append((clock() - t0) / 1000)
+    return lat
+
+
+def enforcing(tma: object, text: bytes, model: object, name: str) -> object:
+    if isinstance(tma, RemoteTMA):
+        tma.model_bytes[model.digest] = text  # type: ignore[attr-defined]
+    tma.load_model(model)  # type: ignore[attr-defined]
+    tma.enforce()  # type: ignore[attr-defined]
+    return tma
+
+
+def serve(d: Path, pki: object) -> tuple[subprocess.Popen[str], Address, Address]:
+    exe = str(Path(sys.executable).parent / "semtrust")
+    p = subprocess.Popen([exe, "tma", "serve", "--listen", f"unix:{d}/tma.sock", "--listen",
+                          "tcp:127.0.0.1:0", "--cert", pki.server.cert,  # type: ignore[attr-defined]
+                          "--cert-key", pki.server.key,  # type: ignore[attr-defined]
+                          "--client-ca", pki.server.ca],  # type: ignore[attr-defined]
+                         stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert p.stdout is not None
+    a = [parse_address(p.stdout.readline().split()[-1]) for _ in range(2)]
+    return p, a[0], a[1]
+
+
+def _domain_worker(args: tuple[str, str, int, int, float]) -> list[float]:
+    path, prefix, ndom, n, pause = args
+    evs = events()
+    text, model = model_of(evs)
+    out: list[float] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        r = enforcing(RemoteTMA(Address("unix", path=path), f"{prefix}-{i}"), text, model,
+                      "")
+        lat = []
+        for j in range(n):
+            e = evs[j % len(evs)]
+            c = r.coefficient(e)  # type: ignore[attr-defined]
+            t0 = time.perf_counter_ns()
+            r.update_coefficient(c, e)  # type: ignore[attr-defined]
+            lat.append((time.perf_counter_ns() - t0) / 1000)
+            time.sleep(pause)
+        with lock:
+            out.extend(lat)
+
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(ndom)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--export", type=int, default=200000)
+    ap.add_argument("--domains", type=int, default=100)
+    ap.add_argument("--per-domain", type=int, default=300)
+    args = ap.parse_args()
+    from tests.tma.broker import Mosquitto
+    from tests.tma.certs import Pki
+
+    d = Path(tempfile.mkdtemp(prefix="tmab"))
+    pki = Pki(d / "pki")
+    evs = events()
+    text, model = model_of(evs)
+    proc, unix, tcp = serve(d, pki)
+    results: dict[str, object] = {}
+    try:
+        rows = []
+        for label, make in (
+            ("in-process", lambda: TMA()),
+            ("unix socket", lambda: RemoteTMA(unix, f"b-unix-{os.getpid()}")),
+            ("TLS loopback", lambda: RemoteTMA(tcp, f"b-tls-{os.getpid()}",
+                                               tls=TLSFiles(*pki.client.__dict__.values()))),
+        ):
+            tma = enforcing(make(), text, model, label)
+            decisions(tma, evs, 500, label != "in-process")  # warm up
+            lat = decisions(tma, evs, args.events, label != "in-process")
+            rows.append((label, statistics.median(lat), pct(lat, 0.99)))
+        base = rows[0][1]
+        print("| TMA | decision median µs | p99 µs | added to median µs |")
+        print("|---|---|---|---|")
+        for label, med, p99 in rows:
+            print(f"| {label} | {med:.1f} | {p99:.1f} | {med - base:+.1f} |")
+        results["decisions"] = rows
+
+        # 100 concurrent domains, each a thread with its own connection, spread over
+        # client processes (one Python process would measure its own GIL, not the TMA).
+        nproc = 10
+        per = args.domains // nproc
+        t0 = time.perf_counter()
+        with multiprocessing.Pool(nproc) as pool:
+            parts = pool.map(_domain_worker,
+                             [(unix.path, f"c{k}-{os.getpid()}", per, args.per_domain, 0.002)
+                              for k in range(nproc)])
+        wall = time.perf_counter() - t0
+        lat = [x for p in parts for x in p]
+        print(f"\n{args.domains} domains x {args.per_domain} decisions (2 ms apart) in "
+              f"{wall:.1f} s: median {statistics.median(lat):.0f} µs, p99 "
+              f"{pct(lat, 0.99):.0f} µs, max {max(lat):.0f} µs")
+        results["concurrent"] = (statistics.median(lat), pct(lat, 0.99), max(lat))
+    finally:
+        proc.terminate()
+        proc.wait()
+
+    # Export throughput at QoS 1, counted by a TMA that models the stream.
+    broker = Mosquitto(d)
+    os.environ.update(broker.env)
+    topic = f"bench/{os.getpid()}"
+    exe = str(Path(sys.executable).parent / "semtrust")
+    imp = subprocess.Popen([exe, "tma", "serve", "--listen", f"unix:{d}/imp.sock", "--from",
+                            broker.url(topic)], stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert imp.stdout is not None
+    imp.stdout.readline()
+    imp.stdout.readline()
+    time.sleep(1)
+    try:
+        from semtrust.events.jsonexport import format_event
+        from semtrust.tma.mqtt import Publisher, parse_mqtt_url
+
+        lines = [format_event(e) for e in evs]
+        for batch in (200, 1):
+            n = args.export if batch > 1 else args.export // 10
+            name = f"exp-{batch}-{os.getpid()}"
+            pub = Publisher(parse_mqtt_url(broker.url(topic), "--to"), name)
+            t0 = time.perf_counter()
+            for i in range(0, n, batch):
+                pub.publish([lines[(i + j) % len(lines)] for j in range(min(batch, n - i))])
+            ok = pub.close()
+            dt = time.perf_counter() - t0
+            summary: dict[str, object] = {}
+            for _ in range(6000):
+                r = subprocess.run([exe, "tma", "show", f"unix:{d}/imp.sock", name, "summary",
+                                    "--json"], capture_output=True, text=True)
+                if r.returncode == 0:
+                    summary = json.loads(r.stdout)
+                    if summary.get("ended"):
+                        break
+                time.sleep(0.5)
+            print(f"\nexport {n} records, {batch} per message, QoS 1: {n / dt:,.0f} records/s "
+                  f"(all acknowledged: {ok}); the TMA modeled {summary.get('events')} events, "
+                  f"{summary.get('trust_events')} trust events")
+    finally:
+        imp.terminate()
+        imp.wait()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

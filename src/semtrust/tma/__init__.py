@@ -1,0 +1,1 @@
+"""The TMA outside the orchestrator: wire protocol, server, client, MQTT export."""

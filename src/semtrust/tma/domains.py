@@ -1,0 +1,157 @@
+"""The domains an external TMA holds, and the one place an export record is modeled.
+
+Both the socket server and the MQTT importer feed records through
+:meth:`ServedDomain.ingest`, so a trajectory gives the same points, measurement
+and state whichever way it arrived. The sequence number of each record is
+checked here: a gap or a duplicate is a trust event (the domain becomes
+unattestable), never silently modeled.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from typing import Any
+
+from semtrust.errors import InputError
+from semtrust.events.jsonexport import format_event, parse_record
+from semtrust.events.record import Aggregate, Event, LegacyEvent, LogRecord
+from semtrust.model.modelfile import render_model
+from semtrust.model.tma import TMA, Verdict
+
+#: Trust events kept per domain (the count goes on past it).
+MAX_TRUST_EVENTS = 1000
+
+
+class SequenceError(Exception):
+    """A record arrived out of sequence (gap or duplicate); it was not modeled."""
+
+
+class ServedDomain:
+    """One modeling domain's TMA and its bookkeeping on the TMA's side."""
+
+    def __init__(self, name: str, owner: str) -> None:
+        self.name = name
+        self.owner = owner
+        # Shown by every change of the domain: the session that opened it, not just its uid.
+        self.token = secrets.token_hex(16)
+        self.tma = TMA()
+        self.lock = threading.Lock()
+        self.next_seq = 1
+        self.model_digest: bytes | None = None
+        self.trust_events: list[dict[str, Any]] = []
+        self.trust_event_count = 0
+        self.logs = 0
+        self.duplicates = 0
+        self.ended = False
+        # The reply to the last synchronous export, for a client that reconnects
+        # without having read it.
+        self.last_reply: dict[str, Any] | None = None
+        self.created = time.time()
+
+    @property
+    def unattestable(self) -> bool:
+        return self.trust_event_count > 0
+
+    def trust_event(self, kind: str, **detail: Any) -> None:
+        """Record something that makes the model untrustworthy (caller holds ``lock``)."""
+        self.trust_event_count += 1
+        if len(self.trust_events) < MAX_TRUST_EVENTS:
+            self.trust_events.append({"kind": kind, "time": time.time(), **detail})
+
+    def ingest(self, seq: int, record: str | None, *, duplicates_ok: bool = False
+               ) -> Verdict | None:
+        """Model one export record numbered ``seq`` (caller holds ``lock``).
+
+        Returns the verdict for an event, None for an aggregate or log record, or
+        for ``record`` None: the end of an exported stream.
+        Raises SequenceError (after recording the trust event) for a gap or a
+        duplicate; with ``duplicates_ok`` (MQTT at QoS 1 delivers at least once) an
+        already seen number is dropped and counted instead. Raises InputError
+        for a record that cannot be parsed (a trust event too; the number is used).
+        """
+        expected = self.next_seq
+        if seq != expected:
+            if seq < expected and duplicates_ok:
+                self.duplicates += 1
+                raise SequenceError(f"duplicate {seq} dropped")
+            kind = "duplicate" if seq < expected else "gap"
+            self.trust_event(kind, expected=expected, got=seq)
+            if kind == "gap" and duplicates_ok:
+                # A stream cannot ask for the lost records again: report and go on.
+                self.next_seq = seq
+                return self.ingest(seq, record, duplicates_ok=True)
+            raise SequenceError(f"sequence {kind}: expected {expected}, got {seq}")
+        self.next_seq = expected + 1
+        if record is None:
+            self.ended = True
+            return None
+        try:
+            rec = parse_record(record, source=f"domain {self.name}", line=seq)
+        except InputError as exc:
+            self.trust_event("bad-record", seq=seq, error=str(exc))
+            raise
+        if isinstance(rec, Event | LegacyEvent):
+            return self.tma.update(rec)
+        if isinstance(rec, Aggregate):
+            self.tma.set_aggregate(rec.value)
+        elif isinstance(rec, LogRecord):
+            self.logs += 1
+        return None
+
+    # ------------------------------------------------------------------ views
+    def show(self, what: str) -> Any:
+        """A read-only view (caller holds ``lock``); KeyError for an unknown one."""
+        t = self.tma
+        if what == "points":
+            return [p.hex() for p in t.points()]
+        if what == "counts":
+            return t.counts()
+        if what == "state":
+            return t.state().hex()
+        if what == "measurement":
+            return t.measurement.hex()
+        if what == "aggregate":
+            return (t.aggregate or bytes(32)).hex()
+        if what == "base":
+            return t.base.hex()
+        if what == "mode":
+            return t.mode.value
+        if what == "model":
+            return render_model(t)
+        if what == "trajectory":
+            return [_line(e) for e in t.trajectory]
+        if what == "forensics":
+            return [_line(e) for e in t.forensics]
+        if what == "point_items":
+            out = []
+            for p, count, valid in t.point_items():
+                ev = t.event_of(p)
+                out.append([p.hex(), count, valid, _line(ev) if ev is not None else None])
+            return out
+        if what == "trust_events":
+            return list(self.trust_events)
+        if what == "summary":
+            return self.summary()
+        raise KeyError(what)
+
+    def summary(self) -> dict[str, Any]:
+        t = self.tma
+        return {"domain": self.name, "mode": t.mode.value, "events": t.events,
+                "points": t.point_count, "forensics": t.forensics_count,
+                "measurement": t.measurement.hex(), "state": t.state().hex(),
+                "aggregate": (t.aggregate or bytes(32)).hex(), "base": t.base.hex(),
+                "pseudonyms": sorted(p.hex() for p in t.pseudonyms),
+                "next_seq": self.next_seq, "trust_events": self.trust_event_count,
+                "duplicates": self.duplicates, "logs": self.logs, "ended": self.ended,
+                "unattestable": self.unattestable,
+                "model_digest": self.model_digest.hex() if self.model_digest else None}
+
+
+def _line(ev: Event | LegacyEvent | None) -> str | None:
+    return format_event(ev) if isinstance(ev, Event) else None
+
+
+VIEWS = ("points", "counts", "state", "measurement", "aggregate", "base", "mode", "model",
+         "trajectory", "forensics", "point_items", "trust_events", "summary")
