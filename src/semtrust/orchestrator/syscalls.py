@@ -256,7 +256,7 @@ _inert("landlock_create_ruleset landlock_add_rule landlock_restrict_self",
 _inert("sync syncfs", "flushes caches; no object changes")
 # ------------------------------------------------------------------- mediated
 # Process life cycle: lineage and the identity it inherits.
-_mediated("clone fork vfork clone3", "process", "",
+_mediated("clone fork vfork clone3", "process", "(lineage only)",
           "fork lineage: the child inherits the task identity of the parent")
 _mediated("open openat openat2 creat", "files", "file_open",
           "file_open on the object the task names")
