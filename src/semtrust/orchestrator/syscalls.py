@@ -204,6 +204,8 @@ _inert("read write readv writev pread64 pwrite64 preadv pwritev preadv2 pwritev2
        "I/O on an open descriptor; access was mediated when it was opened")
 _inert("close close_range dup dup2 dup3 pipe pipe2",
        "descriptor table of the task itself")
+_inert("sendmsg sendmmsg",
+       "on a mediated socket; a msg_name destination is not modeled (see README limits)")
 _inert("recvfrom recvmsg recvmmsg shutdown getsockname getpeername getsockopt setsockopt "
        "socketpair",
        "on a socket that was mediated at socket/connect/bind/accept, or an unnamed pair")
@@ -275,8 +277,6 @@ _mediated("connect bind accept accept4 listen", "sockets",
 _mediated("sendto", "sockets", "socket_connect",
           "a destination address on an unconnected socket connects without connect()",
           when=(Cond(4, "nonzero64"),))
-_mediated("sendmsg sendmmsg", "sockets", "socket_connect",
-          "a msg_name destination connects without connect()")
 _mediated("kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal",
           "signals", "task_kill", "a signal to another task")
 _mediated("fcntl", "signals", "file_fcntl",
