@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from semtrust.orchestrator.syscalls import markdown_table, readme_section  # noqa: E402
+from semtrust.orchestrator.syscalls import markdown_table, readme_section
 
 
 def main(argv: list[str]) -> int:
