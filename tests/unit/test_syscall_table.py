@@ -193,3 +193,17 @@ def test_readme_table_is_generated_from_the_table() -> None:
     readme = (ROOT / "README.md").read_text()
     assert table.readme_section(readme) == readme, \
         "README syscall table is stale: run scripts/syscall_table.py --write README.md"
+
+
+def test_oci_rules_cover_every_notified_entry() -> None:
+    rules = table.oci_rules(exclude=frozenset({"open", "openat"}))
+    names = {r["names"][0] for r in rules}  # type: ignore[index]
+    for e in table.BY_NR.values():
+        if e.name in ("open", "openat"):
+            assert e.name not in names
+        else:
+            assert (e.name in names) == (e.cls != table.INERT), e.name
+    fcntl = [r for r in rules if r["names"] == ["fcntl"]]
+    assert len(fcntl) == 3 and all(r["action"] == "SCMP_ACT_NOTIFY" for r in fcntl)
+    assert {"names": ["userfaultfd"], "action": "SCMP_ACT_ERRNO",
+            "errnoRet": errno.EPERM} in rules

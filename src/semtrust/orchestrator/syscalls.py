@@ -448,3 +448,35 @@ def readme_section(readme: str) -> str:
     i = readme.index(README_BEGIN) + len(README_BEGIN)
     j = readme.index(README_END)
     return readme[:i] + "\n\n" + markdown_table() + "\n" + readme[j:]
+
+
+def oci_rules(*, exclude: frozenset[str] = frozenset()) -> list[dict[str, object]]:
+    """The table as OCI (runc) seccomp rules, for a profile whose default is ALLOW.
+
+    Mediated and mediator-refused entries become ``SCMP_ACT_NOTIFY`` rules (one per
+    condition: libseccomp ORs rules of one syscall), in-kernel refusals
+    ``SCMP_ACT_ERRNO``. Every mask in the table is a single bit, so "bit set" is
+    ``MASKED_EQ(mask, mask)``. Numbers the table does not name need a default action
+    other than ALLOW; that is the container profile's choice.
+    """
+    rules: list[dict[str, object]] = []
+    for e in sorted(BY_NR.values(), key=lambda s: s.nr):
+        if e.name in exclude or e.cls == INERT:
+            continue
+        if e.cls == REFUSED and e.in_kernel:
+            base: dict[str, object] = {"names": [e.name], "action": "SCMP_ACT_ERRNO",
+                                       "errnoRet": e.errno}
+        else:
+            base = {"names": [e.name], "action": "SCMP_ACT_NOTIFY"}
+        if not e.when:
+            rules.append(base)
+        for c in e.when:
+            if c.op == "mask":
+                arg = {"index": c.arg, "value": c.value, "valueTwo": c.value,
+                       "op": "SCMP_CMP_MASKED_EQ"}
+            elif c.op == "eq":
+                arg = {"index": c.arg, "value": c.value, "op": "SCMP_CMP_EQ"}
+            else:
+                arg = {"index": c.arg, "value": 0, "op": "SCMP_CMP_NE"}
+            rules.append({**base, "args": [arg]})
+    return rules
