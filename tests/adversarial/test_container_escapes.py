@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.needs import need_container_host
 
 from semtrust.orchestrator.bundle import build_busybox_bundle, load_bundle, write_config
+from tests.integration.needs import need_container_host
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
 HOSTNAME = "escape-test\n"

@@ -25,6 +25,7 @@ from semtrust.events import (
 )
 from semtrust.events.jsonexport import generic_body
 from semtrust.events.record import Cell
+from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.emulate import (
     CredSwitcher,
 )
@@ -137,6 +138,9 @@ class MediatorCore:
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
         return True
 
+    def verify_maps(self, c: Ctx) -> bool:  # the memory family overrides it
+        return True
+
     # ------------------------------------------------------------------ entry
     def handle(self, n: Notification) -> None:
         """Decide one notification; always answers it (fail closed when enforcing)."""
@@ -156,9 +160,12 @@ class MediatorCore:
             if proc.exec_check is not None and \
                     not self.verify_exec(Ctx(n, n.pid, proc, st)):
                 return
+            if proc.map_check is not None and \
+                    not self.verify_maps(Ctx(n, n.pid, proc, st)):
+                return
             handler = self.handlers.get(n.nr)
             if handler is None:
-                self.lst.allow(n.id)
+                self._unhandled(n)
                 return
             handler(Ctx(n, n.pid, proc, st))
         except Unmodelable as exc:
@@ -182,6 +189,28 @@ class MediatorCore:
 
     def fault(self, n: Notification, reason: str) -> None:
         self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})
+
+    def _unhandled(self, n: Notification) -> None:
+        """A call no handler models: refused by the table (or unknown to it) or a mediated
+        family that is not there; a fault with its arguments, denied when enforcing."""
+        e = table.lookup(n.nr)
+        if e is not None and e.cls == table.INERT:
+            self.lst.allow(n.id)  # only a profile that notifies more than the table does
+            return
+        if e is None:
+            reason, err = "syscall unknown to the table: refused", table.UNKNOWN_ERRNO
+        elif e.cls == table.REFUSED:
+            reason, err = f"refused: {e.why}", e.errno
+        else:
+            reason, err = f"no handler for the {e.family} family: unmodelable", errno.EPERM
+        if not self.lst.id_valid(n.id):
+            return
+        self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason,
+                             "args": [f"{a:#x}" for a in n.args]})
+        if self.d.enforcing:
+            self.lst.deny(n.id, err)
+        else:
+            self.lst.allow(n.id)
 
     # ---------------------------------------------------------------- helpers
     def _mem(self, c: Ctx) -> int:

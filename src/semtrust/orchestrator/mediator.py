@@ -17,8 +17,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.core import Ctx, MediatorCore, Pending, Unmodelable, _kernel_flags
-from semtrust.orchestrator.handlers import creds, files, memory, process, signals, sockets
+from semtrust.orchestrator.handlers import (
+    creds,
+    files,
+    inodes,
+    memory,
+    mounts,
+    process,
+    signals,
+    sockets,
+    system,
+)
 from semtrust.orchestrator.handlers.sockets import parse_sockaddr, sockname_addr
 from semtrust.sensors.seccomp import SYSCALLS, Listener
 
@@ -28,16 +39,21 @@ if TYPE_CHECKING:
 __all__ = ["Ctx", "Mediator", "MediatorCore", "Pending", "Unmodelable", "_kernel_flags",
            "parse_sockaddr", "sockname_addr"]
 
-FAMILIES = (files, memory, sockets, signals, creds, process)
+FAMILIES = (files, memory, sockets, signals, creds, process, inodes, mounts, system)
 
 
-class Mediator(files.FileHandlers, memory.MemoryHandlers, sockets.SocketHandlers,
-               signals.SignalHandlers, creds.CredHandlers, process.ProcessHandlers):
+class Mediator(mounts.MountHandlers, memory.MemoryHandlers, inodes.InodeHandlers,
+               sockets.SocketHandlers, process.ProcessHandlers, creds.CredHandlers,
+               system.SystemHandlers):
     """Every handler family of one domain (see module docstring)."""
 
     def __init__(self, domain: Domain, listener: Listener) -> None:
         super().__init__(domain, listener)
         for fam in FAMILIES:
             for name, meth in fam.HANDLERS.items():
-                if name in SYSCALLS:
+                # Only what the table mediates reaches a handler; a refused or inert
+                # name is answered by the table's policy, not by a stale handler.
+                e = table.BY_NAME[name]
+                if e.cls == table.MEDIATED or name in ("open_by_handle_at", "uselib",
+                                                       "io_uring_setup"):
                     self.handlers[SYSCALLS[name]] = getattr(self, meth)

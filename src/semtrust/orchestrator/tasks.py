@@ -118,6 +118,12 @@ class Process:
     # After an allowed exec of an ELF file: (checked dev/ino, previous exe dev/ino, identity
     # before the exec), verified at the process's next mediated call (Mediator.verify_exec).
     exec_check: ExecCheck | None = None
+    # After an allowed executable file mapping: the (dev, ino) of every file the process
+    # may have executable mappings of, verified against /proc/PID/maps at its next
+    # mediated call (Mediator.verify_maps).
+    map_check: bytes | None = None  # the task identity the mapping was made under
+    map_known: set[tuple[int, int]] = field(default_factory=set)
+    map_known_id: bytes | None = None  # the program image map_known belongs to
 
 
 class TaskTable:

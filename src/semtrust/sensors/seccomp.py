@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from semtrust.orchestrator import syscalls as _table
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _libc.ioctl.restype = ctypes.c_int
@@ -51,23 +53,24 @@ SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104
 
 PR_SET_NO_NEW_PRIVS = 38
 
-# x86_64 system call numbers of everything the sensor can mediate.
-SYSCALLS: dict[str, int] = {
-    "open": 2, "mmap": 9, "mprotect": 10, "socket": 41, "connect": 42, "accept": 43,
-    "bind": 49, "listen": 50, "clone": 56, "fork": 57, "vfork": 58, "execve": 59,
-    "kill": 62, "creat": 85, "ptrace": 101, "setuid": 105, "setgid": 106,
-    "setreuid": 113, "setregid": 114, "setgroups": 116, "setresuid": 117, "setresgid": 119,
-    "setfsuid": 122, "setfsgid": 123, "capset": 126, "rt_sigqueueinfo": 129, "uselib": 134,
-    "tkill": 200, "tgkill": 234, "openat": 257, "rt_tgsigqueueinfo": 297,
-    "open_by_handle_at": 304, "process_vm_readv": 310, "process_vm_writev": 311,
-    "execveat": 322, "accept4": 288, "pidfd_send_signal": 424, "io_uring_setup": 425,
-    "clone3": 435, "openat2": 437, "pidfd_getfd": 438, "unshare": 272, "setns": 308,
-    "chroot": 161, "pivot_root": 155,
-}
+# Every x86_64 syscall name the table knows, with its number (derived from the table).
+SYSCALLS: dict[str, int] = {name: e.nr for name, e in _table.BY_NAME.items()}
 NAMES: dict[int, str] = {nr: name for name, nr in SYSCALLS.items()}
 
 # Syscalls that are only interesting with PROT_EXEC in the protection argument (arg 2).
 PROT_EXEC_FILTERED = frozenset({"mmap", "mprotect"})
+
+# What the container profile notifies (its mediator predates the table's full policy;
+# see ``notify_profile_rules`` for the table-driven rules).
+_CONTAINER_NOTIFY = (
+    "open", "mmap", "mprotect", "socket", "connect", "accept", "bind", "listen", "clone",
+    "fork", "vfork", "execve", "kill", "creat", "ptrace", "setuid", "setgid", "setreuid",
+    "setregid", "setgroups", "setresuid", "setresgid", "setfsuid", "setfsgid", "capset",
+    "rt_sigqueueinfo", "uselib", "tkill", "tgkill", "openat", "rt_tgsigqueueinfo",
+    "open_by_handle_at", "process_vm_readv", "process_vm_writev", "execveat", "accept4",
+    "pidfd_send_signal", "io_uring_setup", "clone3", "openat2", "pidfd_getfd", "unshare",
+    "setns", "chroot", "pivot_root",
+)
 
 
 _clock = time.perf_counter_ns
@@ -85,67 +88,204 @@ def _raise(what: str) -> None:
 # --- filter -----------------------------------------------------------------
 
 _LD_W_ABS = 0x20
+_JA = 0x05
 _JEQ_K = 0x15
 _JGE_K = 0x35
 _JSET_K = 0x45
 _RET_K = 0x06
+_ARG_LO = 16  # offsetof(struct seccomp_data, args): low 32 bits of args[i] at 16 + 8 i
+MAX_INSNS = 4096
+
+#: A leaf of the search tree: ("ret", value) or ("cond", syscall number).
+Leaf = tuple[str, int]
+#: (code, jt, jf, k) where jt/jf are a label or a relative offset, k a label for JA.
+_Insn = tuple[int, int | str, int | str, int | str]
 
 
-def build_filter(names: Iterable[str]) -> bytes:
-    """Classic BPF program: notify on ``names`` (mmap/mprotect only with PROT_EXEC).
+def _action(e: _table.Syscall) -> int:
+    """What the filter does with a call of ``e`` whose conditions hold."""
+    if e.cls == _table.INERT:
+        return SECCOMP_RET_ALLOW
+    if e.cls == _table.REFUSED and e.in_kernel:
+        return SECCOMP_RET_ERRNO | e.errno
+    return SECCOMP_RET_USER_NOTIF
+
+
+def policy(names: Iterable[str] | None = None) -> dict[int, Leaf]:
+    """Number -> leaf for every number the table names; others are notified (refused).
+
+    ``names`` restricts mediation to those syscalls (everything else the table names is
+    allowed, numbers it does not name too); the in-kernel refusals always hold. Only
+    tests use a restricted policy; the domain runs the whole table.
+    """
+    wanted = None if names is None else set(names)
+    out: dict[int, Leaf] = {}
+    for e in _table.BY_NR.values():
+        if wanted is not None and e.name not in wanted and not e.in_kernel:
+            out[e.nr] = ("ret", SECCOMP_RET_ALLOW)
+        elif e.when and _action(e) != SECCOMP_RET_ALLOW:
+            out[e.nr] = ("cond", e.nr)
+        else:
+            out[e.nr] = ("ret", _action(e))
+    return out
+
+
+def _ranges(pol: dict[int, Leaf], default: Leaf) -> list[tuple[int, Leaf]]:
+    """Contiguous ranges of equal leaves over [0, X32_SYSCALL_BIT): (start, leaf)."""
+    out: list[tuple[int, Leaf]] = []
+    top = max(pol) + 1 if pol else 0
+    for nr in range(top):
+        leaf = pol.get(nr, default)
+        if leaf[0] == "cond" or not out or out[-1][1] != leaf:
+            out.append((nr, leaf))
+    if not out or out[-1][1] != default:
+        out.append((top, default))
+    return out
+
+
+def _emit_leaf(prog: list[_Insn | str], leaf: Leaf, labels: list[int]) -> None:
+    if leaf[0] == "ret":
+        prog.append((_RET_K, 0, 0, leaf[1]))
+        return
+    e = _table.BY_NR[leaf[1]]
+    labels[0] += 1
+    hit = f"hit{labels[0]}"
+    for cond in e.when:
+        if cond.op == "nonzero64":
+            prog.append((_LD_W_ABS, 0, 0, _ARG_LO + 8 * cond.arg))
+            prog.append((_JEQ_K, 0, hit, 0))
+            prog.append((_LD_W_ABS, 0, 0, _ARG_LO + 8 * cond.arg + 4))
+            prog.append((_JEQ_K, 0, hit, 0))
+            continue
+        prog.append((_LD_W_ABS, 0, 0, _ARG_LO + 8 * cond.arg))
+        prog.append((_JSET_K if cond.op == "mask" else _JEQ_K, hit, 0, cond.value))
+    prog.append((_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    prog.append(hit)
+    prog.append((_RET_K, 0, 0, _action(e)))
+
+
+def _emit_tree(prog: list[_Insn | str], ranges: list[tuple[int, Leaf]], lo: int, hi: int,
+               labels: list[int]) -> None:
+    """A balanced search over ranges[lo:hi] (the accumulator holds the number)."""
+    if hi - lo == 1:
+        _emit_leaf(prog, ranges[lo][1], labels)
+        return
+    mid = (lo + hi) // 2
+    labels[0] += 1
+    right = f"r{labels[0]}"
+    prog.append((_JGE_K, right, 0, ranges[mid][0]))
+    _emit_tree(prog, ranges, lo, mid, labels)
+    prog.append(right)
+    _emit_tree(prog, ranges, mid, hi, labels)
+
+
+def _assemble(prog: list[_Insn | str]) -> bytes:
+    """Resolve labels; a conditional jump further than 8 bits goes through a JA."""
+    while True:
+        pos: dict[str, int] = {}
+        n = 0
+        for item in prog:
+            if isinstance(item, str):
+                pos[item] = n
+            else:
+                n += 1
+        far = -1
+        i = 0
+        for idx, item in enumerate(prog):
+            if isinstance(item, str):
+                continue
+            code, jt, jf, _k = item
+            if code & 0x07 == 0x05 and code != _JA:
+                for t in (jt, jf):
+                    if isinstance(t, str) and not 0 <= pos[t] - i - 1 < 256:
+                        far = idx
+            i += 1
+            if far >= 0:
+                break
+        if far < 0:
+            break
+        insn = prog[far]
+        assert not isinstance(insn, str)
+        code, jt, jf, k = insn
+        repl: list[_Insn | str] = []
+        if isinstance(jt, str) and isinstance(jf, str):
+            repl = [(code, 0, 1, k), (_JA, 0, 0, jt), (_JA, 0, 0, jf)]
+        elif isinstance(jt, str):  # false falls through
+            repl = [(code, 0, 1, k), (_JA, 0, 0, jt)]
+        else:  # true falls through, false is far
+            repl = [(code, 1, 0, k), (_JA, 0, 0, jf)]
+        prog[far:far + 1] = repl
+    out = bytearray()
+    i = 0
+    for item in prog:
+        if isinstance(item, str):
+            continue
+        code, jt, jf, k = item
+        jt_n = pos[jt] - i - 1 if isinstance(jt, str) else jt
+        jf_n = pos[jf] - i - 1 if isinstance(jf, str) else jf
+        k_n = pos[k] - i - 1 if isinstance(k, str) else k
+        out += struct.pack("=HBBI", code, jt_n, jf_n, k_n)
+        i += 1
+    if i > MAX_INSNS:
+        raise ValueError(f"seccomp filter too long: {i} instructions")
+    return bytes(out)
+
+
+def build_filter(names: Iterable[str] | None = None) -> bytes:
+    """Classic BPF program for the syscall table (or a subset: see ``policy``).
 
     Any other architecture and the x32 ABI are killed: a filter that only knows
-    x86_64 numbers must not let another ABI through unmediated.
+    x86_64 numbers must not let another ABI through unmediated. Then a balanced
+    binary search over the syscall number (8-9 comparisons) ends in the entry's
+    action: ALLOW for inert calls, the argument checks of conditional entries,
+    USER_NOTIF for mediated and refused ones (and for any number the table does not
+    name), ERRNO for the refusals the kernel answers itself.
     """
-    plain = sorted({SYSCALLS[n] for n in names if n not in PROT_EXEC_FILTERED})
-    prot = sorted({SYSCALLS[n] for n in names if n in PROT_EXEC_FILTERED})
-    # Instructions as (code, jt-label|int, jf-label|int, k); labels resolved below.
-    prog: list[tuple[int, int | str, int | str, int]] = [
+    default: Leaf = ("ret", SECCOMP_RET_USER_NOTIF if names is None else SECCOMP_RET_ALLOW)
+    ranges = _ranges(policy(names), default)
+    prog: list[_Insn | str] = [
         (_LD_W_ABS, 0, 0, 4),
         (_JEQ_K, 0, "kill", AUDIT_ARCH_X86_64),
         (_LD_W_ABS, 0, 0, 0),
         (_JGE_K, "kill", 0, X32_SYSCALL_BIT),
     ]
-    # No second supervisor inside the domain: Linux already refuses a second listener in a
-    # filter chain (EBUSY); refusing it here too keeps that independent of the kernel version.
-    prog.append((_JEQ_K, "seccomp", 0, NR_SECCOMP))
-    # userfaultfd could stall the orchestrator's reads of task memory: refused outright.
-    prog.append((_JEQ_K, "eperm", 0, NR_USERFAULTFD))
-    for nr in plain:
-        prog.append((_JEQ_K, "notify", 0, nr))
-    for nr in prot:
-        prog.append((_JEQ_K, "prot", 0, nr))
-    labels: dict[str, int] = {}
-    prog.append((_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    labels["seccomp"] = len(prog)
-    prog.append((_LD_W_ABS, 0, 0, 16 + 8 * 1))  # low 32 bits of args[1] (flags)
-    prog.append((_JSET_K, "eperm", 0, SECCOMP_FILTER_FLAG_NEW_LISTENER))
-    prog.append((_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    labels["prot"] = len(prog)  # classic BPF only jumps forward: notify comes after
-    prog.append((_LD_W_ABS, 0, 0, 16 + 8 * 2))  # low 32 bits of args[2]
-    prog.append((_JSET_K, "notify", 0, PROT_EXEC))
-    prog.append((_RET_K, 0, 0, SECCOMP_RET_ALLOW))
-    labels["notify"] = len(prog)
-    prog.append((_RET_K, 0, 0, SECCOMP_RET_USER_NOTIF))
-    labels["kill"] = len(prog)
+    _emit_tree(prog, ranges, 0, len(ranges), [0])
+    prog.append("kill")
     prog.append((_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS))
-    labels["eperm"] = len(prog)
-    prog.append((_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EPERM))
-    out = bytearray()
-    for i, (code, jt, jf, k) in enumerate(prog):
-        jt_n = labels[jt] - i - 1 if isinstance(jt, str) else jt
-        jf_n = labels[jf] - i - 1 if isinstance(jf, str) else jf
-        if not (0 <= jt_n < 256 and 0 <= jf_n < 256):
-            raise ValueError("seccomp filter too long for 8-bit jumps")
-        out += struct.pack("=HBBI", code, jt_n, jf_n, k)
-    return bytes(out)
+    return _assemble(prog)
+
+
+def run_filter(code: bytes, nr: int, args: Sequence[int] = (0,) * 6,
+               arch: int = AUDIT_ARCH_X86_64) -> int:
+    """Interpret a classic BPF seccomp program (the subset ``build_filter`` emits)."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *(list(args) + [0] * 6)[:6])
+    insns = [struct.unpack_from("=HBBI", code, i) for i in range(0, len(code), 8)]
+    acc = 0
+    pc = 0
+    while True:
+        c, jt, jf, k = insns[pc]
+        pc += 1
+        if c == _LD_W_ABS:
+            acc = int(struct.unpack_from("=I", data, k)[0])
+        elif c == _RET_K:
+            return int(k)
+        elif c == _JA:
+            pc += k
+        elif c == _JEQ_K:
+            pc += jt if acc == k else jf
+        elif c == _JGE_K:
+            pc += jt if acc >= k else jf
+        elif c == _JSET_K:
+            pc += jt if acc & k else jf
+        else:
+            raise ValueError(f"unexpected BPF instruction {c:#x}")
 
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install_filter(names: Iterable[str]) -> int:
+def install_filter(names: Iterable[str] | None = None) -> int:
     """Set no_new_privs and install the notify filter on the calling thread; return listener.
 
     Must run in the process to be supervised (normally a freshly forked child).
@@ -183,7 +323,7 @@ class Notification:
 
     @property
     def name(self) -> str:
-        return NAMES.get(self.nr, str(self.nr))
+        return _table.name_of(self.nr)
 
 
 _NOTIF = struct.Struct("=QII" + "iIQ" + "6Q")  # seccomp_notif, 80 bytes
@@ -274,5 +414,5 @@ class Listener:
 
 
 def default_syscalls() -> Sequence[str]:
-    """Everything the orchestrator mediates: every equivalent twin of each modeled call."""
-    return tuple(SYSCALLS)
+    """What the container profile notifies (the process mode runs the whole table)."""
+    return _CONTAINER_NOTIFY

@@ -1,14 +1,24 @@
-"""Processes: ptrace and friends, forks (lineage), namespaces, io_uring."""
+"""Processes: ptrace and friends, forks (lineage), task_* events on other tasks."""
 
 from __future__ import annotations
 
 import errno
 
-from semtrust.orchestrator.core import SWEEP_EVERY, Ctx, MediatorCore, _s32
+from semtrust.orchestrator.core import SWEEP_EVERY, Ctx, _s32
+from semtrust.orchestrator.handlers.signals import SignalHandlers
+
+PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
+_TASK_EVENT = {
+    "setpriority": "task_setnice", "ioprio_set": "task_setioprio",
+    "sched_setparam": "task_setscheduler", "sched_setscheduler": "task_setscheduler",
+    "sched_setattr": "task_setscheduler", "sched_setaffinity": "task_setscheduler",
+    "prlimit64": "task_prlimit",
+}
 
 
-class ProcessHandlers(MediatorCore):
-    """Processes: ptrace and friends, forks (lineage), namespaces, io_uring."""
+class ProcessHandlers(SignalHandlers):
+    """Processes: ptrace and friends, forks (lineage), task_* events on other tasks."""
 
     def _ptrace(self, c: Ctx) -> None:
         name = c.n.name
@@ -37,11 +47,46 @@ class ProcessHandlers(MediatorCore):
         if self.clones % SWEEP_EVERY == 0:
             self.d.tasks.sweep()
 
-    def _nsop(self, c: Ctx) -> None:
-        # unshare/setns/chroot/pivot_root: mounts, root or credentials may change for the
-        # whole process: re-read them at its next call.
-        self.d.tasks.invalidate_threads(c.proc.tgid)
-        self.lst.allow(c.n.id)
+    def _reach(self, c: Ctx) -> None:
+        """kcmp, process_madvise, migrate_pages, move_pages, get_robust_list: another
+        task's memory or descriptors; only inside the domain (every mode)."""
+        a = c.n.args
+        name = c.n.name
+        if name == "process_madvise":
+            host = self._pidfd_target(c, _s32(a[0]))
+            ok = host is not None and self.d.in_domain(host)
+        elif name == "kcmp":
+            ok = all(self.target_ok(_s32(p)) for p in (a[0], a[1]))
+        else:
+            ok = self.target_ok(_s32(a[0]))
+        if not ok:
+            self.refuse_target(c, name)
+            return
+        self._generic(c, "ptrace_access_check", {"syscall": name})
+
+    def _task_other(self, c: Ctx) -> None:
+        """Priority, scheduling and limits of a task named by pid."""
+        a = c.n.args
+        name = c.n.name
+        body: dict[str, object] = {"syscall": name}
+        if name in ("setpriority", "ioprio_set"):
+            which, who = a[0] & 0xFFFFFFFF, _s32(a[1])
+            single = PRIO_PROCESS if name == "setpriority" else IOPRIO_WHO_PROCESS
+            body["which"] = which
+            # A group or a user (root: the orchestrator too) cannot be kept in the domain.
+            if which != single or not self.target_ok(who):
+                self.refuse_target(c, name)
+                return
+        elif not self.target_ok(_s32(a[0])):
+            self.refuse_target(c, name)
+            return
+        self._generic(c, _TASK_EVENT[name], body)
+
+    def _prctl(self, c: Ctx) -> None:
+        # Credentials or dumpability may change: re-read them at the next call.
+        self.d.tasks.invalidate(c.tid)
+        self._generic(c, "task_prctl", {"option": c.n.args[0] & 0xFFFFFFFF,
+                                        "arg2": c.n.args[1] & 0xFFFFFFFF})
 
     def _io_uring(self, c: Ctx) -> None:
         # io_uring performs opens/connects without system calls: not mediable.
@@ -53,6 +98,9 @@ class ProcessHandlers(MediatorCore):
 HANDLERS: dict[str, str] = {
     "ptrace": "_ptrace", "process_vm_readv": "_ptrace", "process_vm_writev": "_ptrace",
     "pidfd_getfd": "_ptrace", "clone": "_clone", "fork": "_clone", "vfork": "_clone", "clone3":
-    "_clone", "unshare": "_nsop", "setns": "_nsop", "chroot": "_nsop", "pivot_root": "_nsop",
-    "io_uring_setup": "_io_uring",
+    "_clone", "io_uring_setup": "_io_uring", "kcmp": "_reach", "process_madvise": "_reach",
+    "migrate_pages": "_reach", "move_pages": "_reach", "get_robust_list": "_reach",
+    "setpriority": "_task_other", "ioprio_set": "_task_other", "prctl": "_prctl",
+    **{name: "_task_other" for name in ("sched_setparam", "sched_setscheduler",
+                                        "sched_setattr", "sched_setaffinity", "prlimit64")},
 }

@@ -65,6 +65,21 @@ class SocketHandlers(MediatorCore):
         addr = parse_sockaddr(raw)
         self.finish(c, [self.event(c, etype, SocketAddrCell(desc, addr))])
 
+    def _sendto(self, c: Ctx) -> None:
+        """sendto with a destination: the same peer check a connect() would get."""
+        a = c.n.args
+        s = self._sock_of(c, _s32(a[0]))
+        if s is None:
+            self.lst.allow(c.n.id)
+            return
+        with s:
+            desc = self._sockdesc(c, s)
+        alen = min(a[5] & 0xFFFFFFFF, MAX_SOCKADDR)
+        raw = self.read_mem(c, a[4], alen) if alen else b""
+        self.check_valid(c)
+        addr = parse_sockaddr(raw)
+        self.finish(c, [self.event(c, "socket_connect", SocketAddrCell(desc, addr))])
+
     def _accept(self, c: Ctx) -> None:
         s = self._sock_of(c, _s32(c.n.args[0]))
         if s is None:
@@ -147,5 +162,5 @@ def pidfd_getfd(pidfd: int, targetfd: int) -> int:
 #: syscall name -> handler method
 HANDLERS: dict[str, str] = {
     "socket": "_socket", "connect": "_sockaddr", "bind": "_sockaddr", "accept": "_accept",
-    "accept4": "_accept", "listen": "_listen",
+    "accept4": "_accept", "listen": "_listen", "sendto": "_sendto",
 }
