@@ -9,6 +9,7 @@ import click
 
 from semtrust.cli.common import hex32
 from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request
+from semtrust.orchestrator.pseudonyms import check_pseudonym_path
 from semtrust.orchestrator.run import RunOptions, run_domain
 
 
@@ -32,10 +33,16 @@ from semtrust.orchestrator.run import RunOptions, run_domain
               help="Private key (RSA or Ed25519 PEM) that signs attestations.")
 @click.option("--bundle", metavar="DIR",
               help="Run this OCI bundle under runc (COMMAND overrides process.args).")  # [issue4]
+@click.option("--pseudonym", "pseudonyms", multiple=True, metavar="PATH",
+              help="Do not measure this file's content (absolute path as the workload sees it; "
+                   "repeatable). Learned models keep it as a pseudonym line.")
+@click.option("--no-default-pseudonyms", is_flag=True,
+              help="When learning, do not add the default pseudonyms (/etc/ld.so.cache).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
         enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
         base: str | None, tma_key: str | None, bundle: str | None,
+        pseudonyms: tuple[str, ...], no_default_pseudonyms: bool,
         command: tuple[str, ...]) -> None:
     """Run COMMAND (default: your shell) in a new modeling domain; exit with its code."""
     if trajectory and output is None:
@@ -45,7 +52,9 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
     opts = RunOptions(command=command, name=name, output=output,
                       trajectory=trajectory, model=model, enforce=enforce,
                       model_key=model_key, tpm=tpm, pcr=pcr,
-                      base=hex32(base, "--base"), tma_key=tma_key)
+                      base=hex32(base, "--base"), tma_key=tma_key,
+                      pseudonyms=[check_pseudonym_path(p) for p in pseudonyms],
+                      default_pseudonyms=not no_default_pseudonyms)
     if bundle is not None:  # [issue4] container mode
         from semtrust.orchestrator.container import run_container
 

@@ -159,6 +159,8 @@ class Plan:
     base: str | None = None
     tma_key: str | None = None
     runc_global: list[str] = field(default_factory=list)
+    pseudonyms: list[str] = field(default_factory=list)
+    default_pseudonyms: bool = True
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -179,7 +181,9 @@ class Plan:
                           trajectory=self.trajectory, model=self.model, enforce=self.enforce,
                           tpm=self.tpm, pcr=self.pcr,
                           base=bytes.fromhex(self.base) if self.base else None,
-                          tma_key=self.tma_key, model_key=self.model_key)
+                          tma_key=self.tma_key, model_key=self.model_key,
+                          pseudonyms=list(self.pseudonyms),
+                          default_pseudonyms=self.default_pseudonyms)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
@@ -317,7 +321,8 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             output=os.path.abspath(opts.output) if opts.output else None,
             trajectory=opts.trajectory, model_key=opts.model_key, tpm=opts.tpm, pcr=opts.pcr,
             base=opts.base.hex() if opts.base else None, tma_key=opts.tma_key,
-            runc_global=list(runc_global))
+            runc_global=list(runc_global), pseudonyms=list(opts.pseudonyms),
+            default_pseudonyms=opts.default_pseudonyms)
         plan.save()
         return plan
     except BaseException:
@@ -533,6 +538,7 @@ class FileMediator:
         self.seq = 0
         # (task id, COE, file description) -> coefficient: repeated opens skip the hashing.
         self._coef: dict[tuple[bytes, Any, Any], bytes] = {}
+        self._pseudonym_epoch = -1
 
     def in_domain(self, pid: int) -> bool:
         cg = cgroup_of(pid)
@@ -584,6 +590,9 @@ class FileMediator:
             except OSError:
                 pass
         self.modeled += 1
+        if d.tma.pseudonym_epoch != self._pseudonym_epoch:  # cached under other pseudonyms
+            self._coef.clear()
+            self._pseudonym_epoch = d.tma.pseudonym_epoch
         key = (proc.task_id, st.coe, desc)
         coef = self._coef.get(key)
         if coef is not None and d.tma.is_valid(coef) is not None:

@@ -19,6 +19,7 @@ from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
 from semtrust.orchestrator.mgmt import MgmtServer, socket_path
+from semtrust.orchestrator.pseudonyms import apply_pseudonyms
 
 
 @dataclass
@@ -37,6 +38,9 @@ class RunOptions:
     base: bytes | None = None
     tma_key: str | None = None
     model_key: str | None = None
+    # Paths whose content digest is replaced by the zero-length digest (spec §2.5).
+    pseudonyms: Sequence[str] = ()
+    default_pseudonyms: bool = True
 
     def trust_options(self) -> TrustOptions:
         return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
@@ -66,6 +70,8 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
         raise InputError("--model-key needs --model", field="--model-key")
     elif trust is not None:
         trust.prepare(tma, None)
+    apply_pseudonyms(tma, opts.pseudonyms, learning=opts.model is None,
+                     defaults=opts.default_pseudonyms)
     return tma
 
 
