@@ -8,7 +8,7 @@ import sys
 import click
 
 from semtrust.cli.common import hex32
-from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request
+from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request, stream
 from semtrust.orchestrator.pseudonyms import check_pseudonym_path
 from semtrust.orchestrator.run import RunOptions, run_domain
 
@@ -65,13 +65,26 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
 
 @click.command()
 @click.argument("name")
-@click.argument("verb", type=click.Choice(["show"]))
-@click.argument("what", type=click.Choice(list(SHOW_VIEWS)))
+@click.argument("verb", type=click.Choice(["show", "follow"]))
+@click.argument("what", required=False, type=click.Choice(list(SHOW_VIEWS)))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
-def console(name: str, verb: str, what: str, as_json: bool) -> None:
-    """Query a running domain: show trajectory, forensics, points, counts, state, ..."""
+def console(name: str, verb: str, what: str | None, as_json: bool) -> None:
+    """Query a running domain: show trajectory, forensics, points, counts, state, ...;
+    follow streams new points, forensic events (with their reason), calls of untrusted
+    processes and faults as JSON lines until the domain ends."""
+    if verb == "follow":
+        if what is not None:
+            raise click.UsageError("follow takes no view")
+        for item in stream(name, {"op": "follow"}):
+            click.echo(json.dumps(item, separators=(",", ":")))
+            sys.stdout.flush()
+        return
+    if what is None:
+        raise click.UsageError(f"show needs a view: {', '.join(SHOW_VIEWS)}")
     result = request(name, {"op": verb, "what": what})
     if as_json:
+        if what in RECORD_VIEWS and isinstance(result, list):
+            result = [_record(item) for item in result]
         click.echo(json.dumps(result, indent=2))
     elif isinstance(result, list):
         for item in result:
@@ -81,6 +94,19 @@ def console(name: str, verb: str, what: str, as_json: bool) -> None:
             click.echo(f"{k}: {v}")
     else:
         click.echo(str(result).rstrip("\n"))
+
+
+#: Views whose items are export lines: ``--json`` prints them as objects.
+RECORD_VIEWS = ("trajectory", "forensics")
+
+
+def _record(item: object) -> object:
+    if isinstance(item, str):
+        try:
+            return json.loads(item)
+        except ValueError:
+            return item
+    return item
 
 
 @click.command("list")

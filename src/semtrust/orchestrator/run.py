@@ -20,6 +20,7 @@ from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
 from semtrust.orchestrator.mgmt import MgmtServer, socket_path
 from semtrust.orchestrator.pseudonyms import apply_pseudonyms
+from semtrust.orchestrator.report import print_report
 
 
 @dataclass
@@ -97,6 +98,7 @@ def run_domain(opts: RunOptions, *,
     if warning is not None:
         print(f"semtrust: warning: {warning}", file=sys.stderr)
     domain = Domain(name, tma, command=cmd)
+    domain.watch.use_model_file(opts.model, trust.model_digest)
     attach(domain, trust)
     set_nondumpable()
     old_umask = os.umask(0)  # emulated opens apply each task's own umask
@@ -137,6 +139,7 @@ def run_domain(opts: RunOptions, *,
         with contextlib.suppress(ChildProcessError):
             code = workload.wait()
         workload.listener.close()
+        domain.watch.end(domain)
         server.close()
         try:
             trust.finish(domain.tma)  # [issue5] --pcr: extend the final state
@@ -162,4 +165,5 @@ def run_domain(opts: RunOptions, *,
             for f in domain.faults[:3]:
                 print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
                       file=sys.stderr)
+        print_report(domain)
     return code
