@@ -13,7 +13,7 @@ from semtrust.errors import InputError
 from semtrust.events.describe import describe
 from semtrust.model import signing
 from semtrust.model.coefficient import ZERO, state_value
-from semtrust.model.explain import CONTENT_CHANGED, Pair, pair_points
+from semtrust.model.explain import CONTENT_CHANGED, Pair, file_of, is_code, pair_points
 from semtrust.model.merge import Entry, entries_of, group, merge_models, program_of, type_of
 from semtrust.model.modelfile import Model, load_model, point_descriptions, render_parsed
 from semtrust.model.refresh import refresh_model
@@ -140,8 +140,10 @@ def _pair_json(x: Pair) -> dict[str, object]:
     out: dict[str, object] = {"a": x.a.hex(), "b": x.b.hex(), "type": x.event_b.type,
                               "program": x.event_b.process}
     out.update(x.explanation.as_json())
-    if x.explanation.kind == CONTENT_CHANGED and x.explanation.path:
-        out["suggest"] = f"--pseudonym {x.explanation.path}"
+    f = file_of(x.event_b)
+    if x.explanation.kind == CONTENT_CHANGED and f is not None:
+        out["suggest"] = "semtrust model refresh" if is_code(x.event_b, f) else \
+            f"--pseudonym {f.path.pathname}"
     return out
 
 

@@ -18,6 +18,7 @@ CONTENT_CHANGED = "content changed"
 ATTRIBUTES_CHANGED = "attributes changed"
 NEW_PROGRAM = "new program identity"
 UNTRUSTED = "process already untrusted"
+FMODE_EXEC = 0x20
 NOT_IN_MODEL = "not in the model"
 
 
@@ -108,8 +109,7 @@ class Explainer:
                         return Explanation(
                             CONTENT_CHANGED,
                             f"{f.path.pathname} (same program; sha256 {f.digest.hex()[:16]}… "
-                            f"instead of the model's {mf.digest.hex()[:16]}…; if it may change, "
-                            f"learn with --pseudonym {f.path.pathname})",
+                            f"instead of the model's {mf.digest.hex()[:16]}…; {_advice(ev, f)})",
                             path=f.path.pathname, model_digest=mf.digest.hex(),
                             digest=f.digest.hex())
                 mf = file_of(same[0])
@@ -117,11 +117,22 @@ class Explainer:
                 return Explanation(ATTRIBUTES_CHANGED,
                                    f"{f.path.pathname} ({what} differ from the model)",
                                    path=f.path.pathname)
-        if ev.task_id not in self._tasks and ev.type != "bprm_committed_creds":
+        if ev.task_id not in self._tasks:
             return Explanation(NEW_PROGRAM, f"{ev.process or '?'} (task identity "
                                f"{ev.task_id.hex()[:16]}… is not in the model: another "
                                "executable, parent chain or credentials)")
         return Explanation(NEW_OBJECT, "")
+
+
+def is_code(ev: Event, f: FileDesc) -> bool:
+    """Is the file run or mapped as code (its content is then always to be measured)?"""
+    return isinstance(ev.cell, MmapCell) or bool(f.flags & FMODE_EXEC)
+
+
+def _advice(ev: Event, f: FileDesc) -> str:
+    if is_code(ev, f):
+        return "if the change is legitimate, run 'semtrust model refresh'"
+    return f"if it may change, learn with --pseudonym {f.path.pathname}"
 
 
 def _differences(mf: FileDesc, f: FileDesc, mev: Event, ev: Event) -> str:
