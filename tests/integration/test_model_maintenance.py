@@ -343,17 +343,28 @@ def test_ldconfig_regenerated_cache(tmp_path: Path) -> None:
 
 def test_console_follow_streams_live_and_show_forensics_json(tmp_path: Path) -> None:
     m = tmp_path / "m"
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    learned = f"read x < {fifo}; cat /etc/hostname; read y < {fifo}"
+    go1, go2 = tmp_path / "go1", tmp_path / "go2"  # one FIFO per release: no lost wake-up
+
+    def release(fifo: Path) -> None:
+        with open(fifo, "w") as w:  # blocks until the workload opens it for reading
+            w.write("go\n")
+
+    def fifos() -> None:
+        for f in (go1, go2):
+            if f.exists():
+                f.unlink()
+            os.mkfifo(f)
+
+    fifos()
+    learned = f"read x < {go1}; cat /etc/hostname; read y < {go2}"
     learner = subprocess.Popen([SEMTRUST, "run", "--output", str(m), "--", "sh", "-c", learned],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(2):
-        with open(fifo, "w") as w:
-            w.write("go\n")
+    release(go1)
+    release(go2)
     assert learner.wait(timeout=120) == 0
+    fifos()
     name = f"follow-{os.getpid()}"
-    script = f"read x < {fifo}; cat /etc/hostname; cat /etc/passwd /etc/hostname; read y < {fifo}"
+    script = f"read x < {go1}; cat /etc/hostname; cat /etc/passwd /etc/hostname; read y < {go2}"
     run = subprocess.Popen([SEMTRUST, "run", "--name", name, "--model", str(m), "--", "sh",
                             "-c", script],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -370,8 +381,7 @@ def test_console_follow_streams_live_and_show_forensics_json(tmp_path: Path) -> 
             f.wait()
         assert follower is not None and follower.stdout is not None
         assert json.loads(first)["kind"] == "hello"
-        with open(fifo, "w") as w:
-            w.write("go\n")
+        release(go1)
         items = []
         for line in follower.stdout:  # live: the domain is still running
             items.append(json.loads(line))
@@ -383,8 +393,7 @@ def test_console_follow_streams_live_and_show_forensics_json(tmp_path: Path) -> 
         records = json.loads(shown.stdout)
         assert [type(r) for r in records] == [dict]
         assert records[0]["file_open"]["file"]["path"]["pathname"] == "/etc/passwd"
-        with open(fifo, "w") as w:
-            w.write("go\n")
+        release(go2)
         items += [json.loads(line) for line in follower.stdout]
         assert follower.wait(timeout=60) == 0
         assert run.wait(timeout=120) == 0
@@ -398,3 +407,23 @@ def test_console_follow_streams_live_and_show_forensics_json(tmp_path: Path) -> 
     assert forensic["record"]["file_open"]["file"]["path"]["pathname"] == "/etc/passwd"
     untrusted = [i for i in items if i["kind"] == "untrusted"]
     assert untrusted and untrusted[0]["since"] == "file_open cat /etc/passwd"
+
+
+def test_container_mode_pseudonym_and_content_changed(tmp_path: Path) -> None:
+    from semtrust.orchestrator.bundle import build_busybox_bundle
+    from tests.integration.needs import need_container_host
+
+    need_container_host()
+    args = ["sh", "-c", "cat /etc/app.state"]
+    plain, pseud = tmp_path / "plain", tmp_path / "pseud"
+    b1 = build_busybox_bundle(tmp_path / "b1", args, files={"/etc/app.state": "one\n"})
+    for model, extra in ((plain, ()), (pseud, ("--pseudonym", "/etc/app.state"))):
+        r = st("run", "--output", str(model), *extra, "--bundle", str(b1))
+        assert r.returncode == 0, r.stderr
+    b2 = build_busybox_bundle(tmp_path / "b2", args, files={"/etc/app.state": "two\n"})
+    r = st("run", "--model", str(plain), "--enforce", "--bundle", str(b2))
+    assert r.returncode != 0 and "two" not in r.stdout
+    assert "content changed: /etc/app.state" in r.stderr, r.stderr
+    r = st("run", "--model", str(pseud), "--enforce", "--bundle", str(b2))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "two\n"

@@ -68,8 +68,14 @@ def object_key(ev: Event) -> tuple[str, bytes, str] | None:
     return ev.type, ev.task_id, f.path.pathname
 
 
+def _hashed(f: FileDesc) -> tuple[object, ...]:
+    """What of a file description enters a coefficient (device numbers do not)."""
+    p = f.path
+    return f.flags, f.inode, p.pathname, p.type, p.instance, p.owner
+
+
 def _same_but_digest(a: FileDesc, b: FileDesc) -> bool:
-    return a._replace(digest=b.digest) == b
+    return _hashed(a) == _hashed(b)
 
 
 def _same_mapping(a: Event, b: Event) -> bool:
@@ -115,7 +121,7 @@ class Explainer:
                 mf = file_of(same[0])
                 what = _differences(mf, f, same[0], ev) if mf is not None else "attributes"
                 return Explanation(ATTRIBUTES_CHANGED,
-                                   f"{f.path.pathname} ({what} differ from the model)",
+                                   f"{f.path.pathname} ({what} not as in the model)",
                                    path=f.path.pathname)
         if ev.task_id not in self._tasks:
             return Explanation(NEW_PROGRAM, f"{ev.process or '?'} (task identity "

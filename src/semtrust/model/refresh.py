@@ -171,9 +171,9 @@ class _Files:
             return exc.strerror or str(exc)
         finally:
             os.close(fd)
-        # Keep how the path was reached; only the object's facts are new.
-        return new._replace(path=old.path._replace(dev_major=new.path.dev_major,
-                                                   dev_minor=new.path.dev_minor))
+        # Keep how the path was reached (device numbers are not hashed and may differ
+        # after a reboot); only the object's facts are new.
+        return new._replace(path=old.path)
 
 
 def _with_file(ev: Event, f: FileDesc) -> Event:
