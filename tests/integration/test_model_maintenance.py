@@ -88,7 +88,8 @@ def test_sealed_run_reports_reasons_and_untrusted_since(tmp_path: Path) -> None:
 def test_relative_pseudonym_is_refused(tmp_path: Path) -> None:
     r = st("run", "--pseudonym", "relative/path", "--", "true")
     assert r.returncode == 2
-    assert "--pseudonym" in r.stderr and "Traceback" not in r.stderr
+    assert "--pseudonym" in r.stderr and "must be absolute" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 # ------------------------------------------------------------ merge / diff
