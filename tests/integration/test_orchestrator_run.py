@@ -262,13 +262,14 @@ def test_unmodelable_event_is_denied_when_enforcing(tmp_path: Path) -> None:
 
 
 def test_trajectory_rehashes_to_the_model(tmp_path: Path) -> None:
-    """The exported events carry everything hashed: `semtrust points` reproduces the model."""
+    """The exported events carry everything hashed: `semtrust points` reproduces the model
+    (under the model's pseudonyms, which a trajectory does not carry)."""
     work = "cat /etc/hostname; t=$(mktemp); echo x > $t; cat $t; rm -f $t"
     traj, model = tmp_path / "t.json", tmp_path / "t.model"
     assert semtrust("run", "--output", str(traj), "--trajectory", "--", "sh", "-c",
                     work).returncode == 0
     assert semtrust("run", "--output", str(model), "--", "sh", "-c", work).returncode == 0
-    r = semtrust("points", str(traj))
+    r = semtrust("points", "--model", str(model), str(traj))
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.split()) == sorted(points(model))
 

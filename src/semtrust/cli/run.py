@@ -8,7 +8,8 @@ import sys
 import click
 
 from semtrust.cli.common import hex32
-from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request
+from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request, stream
+from semtrust.orchestrator.pseudonyms import check_pseudonym_path
 from semtrust.orchestrator.run import RunOptions, run_domain
 
 
@@ -39,12 +40,18 @@ from semtrust.orchestrator.run import RunOptions, run_domain
 @click.option("--tma-ca", type=click.Path(dir_okay=False), help="CA of the TMA's certificate.")
 @click.option("--export", "export", metavar="mqtt://HOST:PORT/TOPIC",
               help="Also publish every event record to this MQTT topic (QoS 1).")
+@click.option("--pseudonym", "pseudonyms", multiple=True, metavar="PATH",
+              help="Do not measure this file's content (absolute path as the workload sees it; "
+                   "repeatable). Learned models keep it as a pseudonym line.")
+@click.option("--no-default-pseudonyms", is_flag=True,
+              help="When learning, do not add the default pseudonyms (/etc/ld.so.cache).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
         enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
         base: str | None, tma_key: str | None, bundle: str | None, tma: str | None,
         tma_cert: str | None, tma_cert_key: str | None, tma_ca: str | None,
-        export: str | None, command: tuple[str, ...]) -> None:
+        export: str | None, pseudonyms: tuple[str, ...], no_default_pseudonyms: bool,
+        command: tuple[str, ...]) -> None:
     """Run COMMAND (default: your shell) in a new modeling domain; exit with its code."""
     if trajectory and output is None:
         raise click.UsageError("--trajectory needs --output")
@@ -54,7 +61,9 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
                       trajectory=trajectory, model=model, enforce=enforce,
                       model_key=model_key, tpm=tpm, pcr=pcr,
                       base=hex32(base, "--base"), tma_key=tma_key, tma=tma, export=export,
-                      tma_tls=_tls(tma_cert, tma_cert_key, tma_ca))
+                      tma_tls=_tls(tma_cert, tma_cert_key, tma_ca),
+                      pseudonyms=[check_pseudonym_path(p) for p in pseudonyms],
+                      default_pseudonyms=not no_default_pseudonyms)
     if bundle is not None:  # [issue4] container mode
         from semtrust.orchestrator.container import run_container
 
@@ -73,13 +82,26 @@ def _tls(cert: str | None, key: str | None, ca: str | None) -> tuple[str, str, s
 
 @click.command()
 @click.argument("name")
-@click.argument("verb", type=click.Choice(["show"]))
-@click.argument("what", type=click.Choice(list(SHOW_VIEWS)))
+@click.argument("verb", type=click.Choice(["show", "follow"]))
+@click.argument("what", required=False, type=click.Choice(list(SHOW_VIEWS)))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON result.")
-def console(name: str, verb: str, what: str, as_json: bool) -> None:
-    """Query a running domain: show trajectory, forensics, points, counts, state, ..."""
+def console(name: str, verb: str, what: str | None, as_json: bool) -> None:
+    """Query a running domain: show trajectory, forensics, points, counts, state, ...;
+    follow streams new points, forensic events (with their reason), calls of untrusted
+    processes and faults as JSON lines until the domain ends."""
+    if verb == "follow":
+        if what is not None:
+            raise click.UsageError("follow takes no view")
+        for item in stream(name, {"op": "follow"}):
+            click.echo(json.dumps(item, separators=(",", ":")))
+            sys.stdout.flush()
+        return
+    if what is None:
+        raise click.UsageError(f"show needs a view: {', '.join(SHOW_VIEWS)}")
     result = request(name, {"op": verb, "what": what})
     if as_json:
+        if what in RECORD_VIEWS and isinstance(result, list):
+            result = [_record(item) for item in result]
         click.echo(json.dumps(result, indent=2))
     elif isinstance(result, list):
         for item in result:
@@ -89,6 +111,19 @@ def console(name: str, verb: str, what: str, as_json: bool) -> None:
             click.echo(f"{k}: {v}")
     else:
         click.echo(str(result).rstrip("\n"))
+
+
+#: Views whose items are export lines: ``--json`` prints them as objects.
+RECORD_VIEWS = ("trajectory", "forensics")
+
+
+def _record(item: object) -> object:
+    if isinstance(item, str):
+        try:
+            return json.loads(item)
+        except ValueError:
+            return item
+    return item
 
 
 @click.command("list")

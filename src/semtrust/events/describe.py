@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 from semtrust.events.record import (
     Event,
@@ -31,7 +32,33 @@ def _addr(cell: SocketAddrCell) -> str:
     if isinstance(a, UnixAddr):
         return f"unix:{a.address}"
     assert isinstance(a, OtherAddr)
-    return f"family {cell.sock.family} {a.address.hex()[:16]}"
+    return f"{family_name(cell.sock.family)} {a.address.hex()[:16]}"
+
+
+def family_name(family: int) -> str:
+    """``AF_INET`` for 2; the number for families Python does not name."""
+    try:
+        return socket.AddressFamily(family).name
+    except ValueError:
+        return f"family {family}"
+
+
+_SOCK_FLAGS = ((0o2000000, "SOCK_CLOEXEC"), (0o4000, "SOCK_NONBLOCK"))
+
+
+def type_name(kind: int) -> str:
+    """``SOCK_STREAM`` for 1 (with ``|SOCK_NONBLOCK``-style flags when present)."""
+    base = kind & 0xF
+    try:
+        text = socket.SocketKind(base).name
+    except ValueError:
+        text = f"type {base}"
+    rest = kind & ~0xF
+    for bit, name in _SOCK_FLAGS:
+        if rest & bit:
+            text += f"|{name}"
+            rest &= ~bit
+    return text + (f"|{rest:#x}" if rest else "")
 
 
 def describe(ev: Event | LegacyEvent) -> str:
@@ -46,7 +73,7 @@ def describe(ev: Event | LegacyEvent) -> str:
         where = cell.file.path.pathname if cell.file is not None else "anonymous"
         obj = f"{where} prot={cell.prot:#x}"
     elif isinstance(cell, SocketCreateCell):
-        obj = f"family={cell.family} type={cell.type} protocol={cell.protocol}"
+        obj = f"{family_name(cell.family)} {type_name(cell.type)} protocol={cell.protocol}"
     elif isinstance(cell, SocketAddrCell):
         obj = _addr(cell)
     elif isinstance(cell, TaskKillCell):

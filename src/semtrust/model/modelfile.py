@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from semtrust.errors import InputError, ModelError, SignatureError
+from semtrust.errors import InputError, ModelError, SemtrustError, SignatureError
+from semtrust.events import Event
 from semtrust.events.describe import describe
+from semtrust.events.jsonexport import format_event
 from semtrust.events.numbers import hexbytes
 from semtrust.model.tma import TMA
 
@@ -178,7 +180,10 @@ def write_model(
 
     Each point whose event is known (kept by the TMA, or in ``descriptions``) is
     preceded by a ``# event HEX description`` comment; the reference loader skips
-    comments, and ``model diff`` shows them.
+    comments, and ``model diff`` shows them. Where the TMA kept the event itself, a
+    ``# export HEX RECORD`` comment carries it as an export line (pid, number and time
+    zeroed, so learning twice writes the same text): ``model refresh`` recomputes
+    points from it and denial reports compare against it.
     """
     fp.write(f"aggregate {(tma.aggregate or bytes(32)).hex()}\n")
     fp.writelines(f"pseudonym {p.hex()}\n" for p in sorted(tma.pseudonyms))
@@ -191,15 +196,53 @@ def write_model(
                 ev = tma.event_of(p)
                 text = describe(ev) if ev is not None else None
         hexp = p.hex()
+        record = None
+        if describe_points and descriptions is None:
+            record = record_line(tma.event_of(p))
         if text is not None:
             tag = "" if valid else " [forensic]"
-            fp.write(f"{EVENT_COMMENT}{hexp} {text}{tag}\nstate {hexp}\n")
-        else:
-            fp.write(f"state {hexp}\n")
+            fp.write(f"{EVENT_COMMENT}{hexp} {text}{tag}\n")
+        if record is not None:
+            fp.write(f"{RECORD_COMMENT}{hexp} {record}\n")
+        fp.write(f"state {hexp}\n")
     fp.write("seal\nend\n")
 
 
 EVENT_COMMENT = "# event "
+RECORD_COMMENT = "# export "
+
+
+def record_line(ev: object) -> str | None:
+    """The export line a model keeps for a point's event (None for none or legacy)."""
+    if not isinstance(ev, Event):
+        return None
+    return format_event(ev._replace(pid=0, number=0, ts=0 if ev.ts is not None else None))
+
+
+def point_records(model: Model) -> dict[bytes, Event]:
+    """Events a model carries in ``# export HEX RECORD`` comments.
+
+    A record is kept only if it parses and its coefficient under the model's
+    pseudonyms is the point it names: a stale or edited comment cannot pass for
+    the event behind a point.
+    """
+    from semtrust.events.jsonexport import parse_record
+    from semtrust.model.coefficient import event_coefficient
+
+    pseudonyms = frozenset(model.pseudonyms)
+    found: dict[bytes, Event] = {}
+    for line in model.comments:
+        if not line.startswith(RECORD_COMMENT):
+            continue
+        hexpart, _, text = line[len(RECORD_COMMENT):].partition(" ")
+        try:
+            point = bytes.fromhex(hexpart)
+            ev = parse_record(text, source=model.source)
+        except (ValueError, SemtrustError):
+            continue
+        if isinstance(ev, Event) and event_coefficient(ev, pseudonyms) == point:
+            found[point] = ev
+    return found
 
 
 def point_descriptions(model: Model) -> dict[bytes, str]:

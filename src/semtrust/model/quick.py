@@ -27,7 +27,7 @@ import orjson
 from msgspec import UNSET, Meta, Raw, Struct, UnsetType
 
 from semtrust.errors import InputError
-from semtrust.events.describe import describe_text
+from semtrust.events.describe import describe_text, family_name, type_name
 from semtrust.events.jsonexport import parse_coe_object, parse_inode_object
 from semtrust.events.names import EVENT_NAMES, EXPLICIT_CELLS
 from semtrust.events.numbers import _U32_CACHE, strtoll, u32
@@ -355,7 +355,7 @@ class QuickCoefficients:
             return f"{where} prot={_num32(mm.prot):#x}"
         if name == "socket_create" and rec.socket_create is not UNSET:
             sc = rec.socket_create
-            return (f"family={_num32(sc.family)} type={_num32(sc.type)} "
+            return (f"{family_name(_num32(sc.family))} {type_name(_num32(sc.type))} "
                     f"protocol={_num32(sc.protocol)}")
         if name == "task_kill" and rec.task_kill is not UNSET:
             tk = rec.task_kill

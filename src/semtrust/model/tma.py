@@ -71,6 +71,9 @@ class TMA:
         # coefficient -> the event that first produced it (only with keep_events).
         self._events: dict[bytes, ModeledEvent] = {}
         self._pseudonyms: set[bytes] = set()
+        # Bumped whenever the pseudonym set changes: sensors that cache coefficients
+        # compare it and drop their caches, so no cached value outlives a pseudonym.
+        self.pseudonym_epoch = 0
         self._mode = Mode.FREE
         self._state: bytes | None = None
         self._keep = keep_events
@@ -119,7 +122,9 @@ class TMA:
 
     def add_pseudonym(self, value: bytes) -> None:
         _check32(value, "pseudonym")
-        self._pseudonyms.add(value)
+        if value not in self._pseudonyms:
+            self._pseudonyms.add(value)
+            self.pseudonym_epoch += 1
 
     def seal(self) -> None:
         """Freeze the model: new points become forensics."""

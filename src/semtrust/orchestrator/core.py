@@ -133,6 +133,7 @@ class MediatorCore:
         self._fast: dict[tuple[str, bytes, int, int], tuple[Coe, Cell, bytes]] = {}
         self._fcells: dict[int, tuple[FileDesc, FileCell]] = {}
         self._desc: dict[tuple[object, ...], FileDesc] = {}
+        self._pseudonym_epoch = -1
         self.handlers: dict[int, Callable[[Ctx], None]] = {}
 
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
@@ -306,6 +307,11 @@ class MediatorCore:
         """Model events; True if the call must be denied."""
         deny = False
         tma = self.d.tma
+        if tma.pseudonym_epoch != self._pseudonym_epoch:
+            # Cached coefficients were computed under another pseudonym set.
+            self._coef.clear()
+            self._fast.clear()
+            self._pseudonym_epoch = tma.pseudonym_epoch
         cache = self._coef
         fast = self._fast
         for p in events:

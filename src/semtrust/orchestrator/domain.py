@@ -21,6 +21,7 @@ from semtrust.events import Event
 from semtrust.events.jsonexport import format_event
 from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
+from semtrust.orchestrator.report import Watch
 from semtrust.orchestrator.tasks import Process, TaskTable, read_status
 from semtrust.sensors.seccomp import Listener
 
@@ -63,6 +64,8 @@ class Domain:
         # [issue4] False when another sensor (fanotify, container mode) models the
         # executable's file_open: exec then only yields bprm_committed_creds here.
         self.model_exec_file = True
+        # Reasons, untrusted-since and the live feed (console follow).
+        self.watch = Watch()
 
     # ------------------------------------------------------------ properties
     @property
@@ -89,6 +92,8 @@ class Domain:
             v = self.tma.update_coefficient(coefficient, ev)
             if not v.trusted:
                 self.tasks.mark_untrusted(proc.tgid)
+            if v.added or not v.trusted:
+                self.watch.event(self, proc, ev, coefficient, v)
         if not v.trusted:
             for cb in self.on_untrusted:
                 cb(proc, ev)
@@ -101,9 +106,11 @@ class Domain:
             if len(self.faults) < MAX_FAULTS:
                 fault["ts"] = time.monotonic_ns()
                 self.faults.append(fault)
+        self.watch.fault(fault)
 
     def log_untrusted(self, proc: Process, syscall: str) -> None:
         self.untrusted_events += 1
+        self.watch.untrusted_call(self, proc, syscall)
 
     def in_domain(self, pid: int) -> bool:
         """Is ``pid`` (host view) one of this domain's (unprotected) processes?"""

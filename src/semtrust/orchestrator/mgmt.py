@@ -22,11 +22,12 @@ import socket
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semtrust.errors import SemtrustError
+from semtrust.orchestrator.feed import follow_stream
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
@@ -56,6 +57,11 @@ def _info(domain: Domain, req: dict[str, Any]) -> Any:
 
 
 REQUESTS: dict[str, Handler] = {"show": _show, "info": _info, "ping": lambda d, r: "pong"}
+
+
+#: Requests answered by a stream of messages on the connection (see orchestrator/feed.py).
+STREAMS: dict[str, Callable[[Domain, dict[str, Any], socket.socket], None]] = {
+    "follow": follow_stream}
 
 
 def register_request(op: str, handler: Handler) -> None:
@@ -230,6 +236,10 @@ class MgmtServer:
                 try:
                     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                         raise MgmtError("request must be an object with an 'op'")
+                    stream = STREAMS.get(req["op"])
+                    if stream is not None:  # takes the connection over until it ends
+                        stream(self.domain, req, conn)
+                        return
                     handler = REQUESTS.get(req["op"])
                     if handler is None:
                         raise MgmtError(f"unknown request {req['op']!r}")
@@ -267,6 +277,31 @@ def request(name_or_path: str | Path, req: dict[str, Any], timeout: float = 30.0
         err = resp.get("error") if isinstance(resp, dict) else "malformed response"
         raise MgmtError(f"{path}: {err}")
     return resp.get("result")
+
+
+def stream(name_or_path: str | Path, req: dict[str, Any]) -> Iterator[Any]:
+    """Send a streaming request (``follow``); yield each message until the domain ends."""
+    path = Path(name_or_path) if isinstance(name_or_path, Path) else socket_path(name_or_path)
+    check_dir(path.parent)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            s.connect(str(path))
+        except OSError as exc:
+            raise MgmtError(f"no running domain at {path}: {exc.strerror}") from None
+        send_msg(s, req, MAX_REQUEST)
+        while True:
+            try:
+                msg = recv_msg(s, MAX_RESPONSE)
+            except EOFError:
+                return
+            except OSError as exc:
+                raise MgmtError(f"{path}: connection failed: {exc}") from None
+            if isinstance(msg, dict) and msg.get("ok") is False:
+                raise MgmtError(f"{path}: {msg.get('error')}")
+            yield msg
+    finally:
+        s.close()
 
 
 def list_domains() -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
 from semtrust.orchestrator.mgmt import MgmtServer, socket_path
+from semtrust.orchestrator.pseudonyms import apply_pseudonyms
+from semtrust.orchestrator.report import print_report
 from semtrust.tma.wiring import finish_tma, on_tma_lost, remote_tma
 
 
@@ -42,6 +44,9 @@ class RunOptions:
     tma: str | None = None
     tma_tls: tuple[str, str, str] | None = None
     export: str | None = None
+    # Paths whose content digest is replaced by the zero-length digest (spec §2.5).
+    pseudonyms: Sequence[str] = ()
+    default_pseudonyms: bool = True
 
     def trust_options(self) -> TrustOptions:
         return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
@@ -72,6 +77,8 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
         raise InputError("--model-key needs --model", field="--model-key")
     elif trust is not None:
         trust.prepare(tma, None)
+    apply_pseudonyms(tma, opts.pseudonyms, learning=opts.model is None,
+                     defaults=opts.default_pseudonyms)
     return tma
 
 
@@ -97,6 +104,7 @@ def run_domain(opts: RunOptions, *,
     if warning is not None:
         print(f"semtrust: warning: {warning}", file=sys.stderr)
     domain = Domain(name, tma, command=cmd)
+    domain.watch.use_model_file(opts.model, trust.model_digest)
     attach(domain, trust)
     set_nondumpable()
     old_umask = os.umask(0)  # emulated opens apply each task's own umask
@@ -138,6 +146,7 @@ def run_domain(opts: RunOptions, *,
         with contextlib.suppress(ChildProcessError):
             code = workload.wait()
         workload.listener.close()
+        domain.watch.end(domain)
         server.close()
         try:
             trust.finish(domain.tma)  # [issue5] --pcr: extend the final state
@@ -168,4 +177,5 @@ def run_domain(opts: RunOptions, *,
             for f in domain.faults[:3]:
                 print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
                       file=sys.stderr)
+        print_report(domain)
     return code

@@ -130,6 +130,8 @@ class RemoteTMA:
         self._lock = threading.RLock()
         self._mode = Mode.FREE
         self._pseudonyms: set[bytes] = set()
+        #: Bumped when the pseudonym set changes (callers' coefficient caches watch it).
+        self.pseudonym_epoch = 0
         self._seq = 0
         # Pipelined records the TMA has not confirmed: (seq, record line).
         self._unconfirmed: collections.deque[tuple[int, str]] = collections.deque()
@@ -242,7 +244,9 @@ class RemoteTMA:
 
     def add_pseudonym(self, value: bytes) -> None:
         self._call({"op": "pseudonym", "domain": self.domain, "value": value.hex()})
-        self._pseudonyms.add(value)
+        if value not in self._pseudonyms:
+            self._pseudonyms.add(value)
+            self.pseudonym_epoch += 1
 
     def seal(self) -> None:
         self._call({"op": "seal", "domain": self.domain})
@@ -267,7 +271,9 @@ class RemoteTMA:
             del req["digest"]
             req["model"] = data.decode("utf-8", "surrogateescape")
             self._call(req)
-        self._pseudonyms.update(model.pseudonyms)
+        if not set(model.pseudonyms) <= self._pseudonyms:
+            self._pseudonyms.update(model.pseudonyms)
+            self.pseudonym_epoch += 1
         if model.sealed and self._mode is Mode.FREE:
             self._mode = Mode.SEALED
 

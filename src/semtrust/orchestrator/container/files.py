@@ -35,6 +35,7 @@ class FileMediator:
         self.seq = 0
         # (task id, COE, file description) -> coefficient: repeated opens skip the hashing.
         self._coef: dict[tuple[bytes, Any, Any], bytes] = {}
+        self._pseudonym_epoch = -1
 
     def in_domain(self, pid: int) -> bool:
         cg = cgroup_of(pid)
@@ -86,6 +87,9 @@ class FileMediator:
             except OSError:
                 pass
         self.modeled += 1
+        if d.tma.pseudonym_epoch != self._pseudonym_epoch:  # cached under other pseudonyms
+            self._coef.clear()
+            self._pseudonym_epoch = d.tma.pseudonym_epoch
         key = (proc.task_id, st.coe, desc)
         coef = self._coef.get(key)
         if coef is not None and d.tma.is_valid(coef) is not None:

@@ -29,10 +29,10 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     """The mediator process (see module docstring). Returns its exit code."""
     from semtrust.attest.domain import DomainTrust
     from semtrust.attest.service import attach
-    from semtrust.events.describe import describe
     from semtrust.orchestrator.domain import Domain
     from semtrust.orchestrator.launch import set_nondumpable
     from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
+    from semtrust.orchestrator.report import print_report
     from semtrust.orchestrator.run import build_tma
     from semtrust.sensors.seccomp import Listener
     from semtrust.tma.wiring import finish_tma, on_tma_lost
@@ -51,6 +51,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         if warning is not None:
             print(f"semtrust: warning: {warning}", file=sys.stderr)
         dom = Domain(plan.name, tma, command=plan.command)
+        dom.watch.use_model_file(opts.model, trust.model_digest)
         dom.model_exec_file = False  # fanotify models the executable's open
         dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
         attach(dom, trust)
@@ -169,6 +170,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     lsrv.close()
     loop.stop()
     fan.close()
+    dom.watch.end(dom)
     server.close()
     code = 0
     try:
@@ -189,13 +191,8 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         except OSError as exc:
             print(f"semtrust: cannot write {plan.output}: {exc.strerror}", file=sys.stderr)
             code = 2
-    if lost is None and dom.tma.forensics_count:
-        with dom.lock:
-            shown = [describe(e) for e in dom.tma.forensics[:5]]
-        print(f"semtrust: {dom.tma.forensics_count} event(s) outside the model"
-              f"{' (denied)' if dom.enforcing else ''}:", file=sys.stderr)
-        for line in shown:
-            print(f"semtrust:   {line}", file=sys.stderr)
+    if lost is None:
+        print_report(dom)
     if dom.fault_count:
         print(f"semtrust: {dom.fault_count} event(s) could not be modeled"
               f"{' and were denied' if dom.enforcing else ''}, e.g.:", file=sys.stderr)

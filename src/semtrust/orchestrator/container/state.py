@@ -57,6 +57,8 @@ class Plan:
     tma: str | None = None  # external TMA address, its TLS files, MQTT export (semtrust.tma)
     tma_tls: list[str] | None = None
     export: str | None = None
+    pseudonyms: list[str] = field(default_factory=list)
+    default_pseudonyms: bool = True
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -78,7 +80,9 @@ class Plan:
                           tpm=self.tpm, pcr=self.pcr,
                           base=bytes.fromhex(self.base) if self.base else None,
                           tma_key=self.tma_key, model_key=self.model_key, tma=self.tma,
-                          tma_tls=_tls_files(self.tma_tls), export=self.export)
+                          tma_tls=_tls_files(self.tma_tls), export=self.export,
+                          pseudonyms=list(self.pseudonyms),
+                          default_pseudonyms=self.default_pseudonyms)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
