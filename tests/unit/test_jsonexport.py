@@ -99,3 +99,44 @@ def test_format_round_trip_vectors(i: int) -> None:
     again = parse_record(format_event(ev))
     assert again == ev
     assert json.loads(format_event(ev))  # well-formed JSON
+
+
+def test_pseudonym_record_round_trip_and_bad_value() -> None:
+    from semtrust.events.jsonexport import format_pseudonym
+    from semtrust.events.record import PseudonymRecord
+
+    p = bytes(range(32))
+    assert parse_record(format_pseudonym(p)) == PseudonymRecord(p)
+    with pytest.raises(InputError, match=r"pseudonym\.value"):
+        parse_record('{"export": {"type": "pseudonym"}, "pseudonym": {"value": "00"}}')
+
+
+def test_pseudonym_record_applies_to_later_events(tmp_path: object) -> None:
+    """A stream that declares a pseudonym gives the coefficients a model with it gives
+    (points and replay, quick path and full parser alike)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from semtrust.events.jsonexport import format_pseudonym
+    from semtrust.model.coefficient import pseudonym
+
+    assert isinstance(tmp_path, Path)
+    p = pseudonym("/etc/passwd")
+    plain = tmp_path / "plain.json"
+    plain.write_text("\n".join(LINES) + "\n")
+    declared = tmp_path / "declared.json"
+    declared.write_text(format_pseudonym(p) + "\n" + "\n".join(LINES) + "\n")
+    model = tmp_path / "m"
+    model.write_text(f"pseudonym {p.hex()}\nend\n")
+    cli = [str(Path(sys.executable).parent / "semtrust")]
+
+    def out(*args: str) -> str:
+        r = subprocess.run([*cli, *args], capture_output=True, text=True, check=True)
+        return r.stdout
+
+    with_model = out("points", str(plain), "--model", str(model))
+    assert out("points", str(declared)) == with_model
+    assert with_model != out("points", str(plain))
+    replayed = out("replay", "--json", str(declared))
+    assert replayed == out("replay", "--json", str(plain), "--model", str(model))

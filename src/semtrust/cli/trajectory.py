@@ -13,9 +13,9 @@ from semtrust.errors import InputError
 from semtrust.events.describe import describe
 from semtrust.events.jsonexport import parse_record_bytes
 from semtrust.events.reader import FORMATS, iter_points, open_trajectory, source_name
-from semtrust.events.record import Aggregate, LogRecord
+from semtrust.events.record import Aggregate, LogRecord, PseudonymRecord
 from semtrust.model.coefficient import event_coefficient
-from semtrust.model.modelfile import load_model, write_model
+from semtrust.model.modelfile import load_model, record_line, write_model
 from semtrust.model.quick import QuickCoefficients
 from semtrust.model.tma import ADDED, TMA, TRUSTED, Mode
 
@@ -70,12 +70,16 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
         pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned).pseudonyms)
     out = sys.stdout
     buf: list[str] = []
-    quick = QuickCoefficients(pseudonyms).of_line
+    coefficients = QuickCoefficients(pseudonyms)
     with open_trajectory(trajectory) as fp:
-        for _line, item in iter_points(fp, quick, source=source_name(trajectory), fmt=fmt,
-                                       on_warning=_warn):
+        for _line, item in iter_points(fp, coefficients.of_line, source=source_name(trajectory),
+                                       fmt=fmt, on_warning=_warn):
             if type(item) is bytes:
                 buf.append(item.hex())
+            elif isinstance(item, PseudonymRecord):
+                pseudonyms = pseudonyms | {item.value}
+                coefficients.add_pseudonym(item.value)
+                continue
             elif isinstance(item, Aggregate | LogRecord):
                 continue
             else:
@@ -139,12 +143,14 @@ def replay(
     logs = untrusted_events = 0
     progress = _Progress()
     # Coefficients come straight from the lines where they can (semtrust.model.quick).
-    # A model to write wants each new point described: only those lines are described,
-    # from the quick schema (socket addresses by the full parser), and only the one-line
-    # descriptions are kept (not whole events).
+    # A model to write wants each new point described: only those lines are parsed in
+    # full, and only their description and record lines are kept (not whole events).
     quick = QuickCoefficients(tma.pseudonyms)
     of_line = quick.of_line
     descriptions: dict[bytes, str] | None = {} if output_model else None
+    # The point's export record, as a model learned live keeps it (one full parse per
+    # new point): the same trajectory gives the same model file whichever way it is read.
+    records: dict[bytes, str] = {}
     last_line = b""
 
     def quick_keeping_line(raw: bytes) -> bytes | None:
@@ -164,10 +170,17 @@ def replay(
             if type(item) is bytes:
                 outcome = observe(item)
                 if outcome & ADDED and descriptions is not None:
-                    descriptions[item] = quick.describe_line(last_line) or describe(
-                        parse_record_bytes(last_line, source=source, line=line))  # type: ignore[arg-type]
+                    full = parse_record_bytes(last_line, source=source, line=line)
+                    descriptions[item] = describe(full)  # type: ignore[arg-type]
+                    rec = record_line(full)
+                    if rec is not None:
+                        records[item] = rec
             elif isinstance(item, Aggregate):
                 tma.set_aggregate(item.value)
+                continue
+            elif isinstance(item, PseudonymRecord):
+                tma.add_pseudonym(item.value)
+                quick.add_pseudonym(item.value)
                 continue
             elif isinstance(item, LogRecord):
                 logs += 1
@@ -177,6 +190,9 @@ def replay(
                 outcome = observe(coefficient)
                 if outcome & ADDED and descriptions is not None:
                     descriptions[coefficient] = describe(item)  # type: ignore[arg-type]
+                    rec = record_line(item)
+                    if rec is not None:
+                        records[coefficient] = rec
             if not outcome & TRUSTED:
                 untrusted_events += 1
     denied = untrusted_events if tma.mode is Mode.ENFORCING else 0
@@ -189,7 +205,7 @@ def replay(
     if output_model:
         try:
             with open(output_model, "w", encoding="utf-8") as fp:
-                write_model(fp, tma, descriptions=descriptions)
+                write_model(fp, tma, descriptions=descriptions, records=records)
         except OSError as exc:
             raise InputError(f"cannot write: {exc.strerror}", source=output_model) from None
 

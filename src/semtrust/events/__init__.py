@@ -18,6 +18,7 @@ from semtrust.events.record import (
     MmapCell,
     OtherAddr,
     PathName,
+    PseudonymRecord,
     Record,
     SockAddr,
     SockDesc,
@@ -30,6 +31,7 @@ from semtrust.events.record import (
 __all__ = [
     "EVENT_NAMES", "EVENT_NAME_SET", "EXPLICIT_CELLS", "ZERO32", "Aggregate", "Cell", "Coe",
     "Event", "FileCell", "FileDesc", "GenericCell", "Inet6Addr", "InetAddr", "Inode",
-    "LegacyEvent", "LogRecord", "MmapCell", "OtherAddr", "PathName", "Record", "SockAddr",
-    "SockDesc", "SocketAddrCell", "SocketCreateCell", "TaskKillCell", "UnixAddr",
+    "LegacyEvent", "LogRecord", "MmapCell", "OtherAddr", "PathName", "PseudonymRecord",
+    "Record", "SockAddr", "SockDesc", "SocketAddrCell", "SocketCreateCell", "TaskKillCell",
+    "UnixAddr",
 ]

@@ -33,6 +33,7 @@ from semtrust.events.record import (
     MmapCell,
     OtherAddr,
     PathName,
+    PseudonymRecord,
     Record,
     SockAddr,
     SockDesc,
@@ -318,6 +319,8 @@ def parse_object(d: Any) -> Record:
         export = "event"
     if export == "aggregate":
         return Aggregate(_hex(_obj(d, "aggregate", ""), "value", "aggregate.", 32))
+    if export == "pseudonym":
+        return PseudonymRecord(_hex(_obj(d, "pseudonym", ""), "value", "pseudonym.", 32))
     if export == "log" and "event" not in d:
         lg = _obj(d, "log", "")
         return LogRecord(
@@ -484,6 +487,11 @@ def format_event(ev: Event, *, export: bool = True) -> str:
     if export:
         return f'{{"export": {{"type": "{ev.export}"}}, {body}}}'
     return "{" + body + "}"
+
+
+def format_pseudonym(value: bytes) -> str:
+    """The ``pseudonym`` record semtrust's export declares its pseudonyms with."""
+    return f'{{"export": {{"type": "pseudonym"}}, "pseudonym": {{"value": "{value.hex()}"}}}}'
 
 
 def format_aggregate(value: bytes) -> str:

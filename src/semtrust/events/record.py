@@ -197,6 +197,16 @@ class Aggregate(NamedTuple):
     value: bytes
 
 
+class PseudonymRecord(NamedTuple):
+    """A ``pseudonym`` record: a pseudonym the exporting TMA applies from here on.
+
+    Not a TSEM kernel record: semtrust's export declares its pseudonyms in the stream so
+    that a TMA fed only by the stream computes the same coefficients.
+    """
+
+    value: bytes
+
+
 class LogRecord(NamedTuple):
     """A ``log`` export record that carries no full event (spec §9.3): recorded, not modeled."""
 
@@ -205,4 +215,4 @@ class LogRecord(NamedTuple):
     action: str
 
 
-Record: TypeAlias = Event | LegacyEvent | Aggregate | LogRecord
+Record: TypeAlias = Event | LegacyEvent | Aggregate | PseudonymRecord | LogRecord

@@ -173,6 +173,7 @@ def render_model(
 def write_model(
     fp: TextIO, tma: TMA, *, describe_points: bool = True,
     descriptions: Mapping[bytes, str] | None = None,
+    records: Mapping[bytes, str] | None = None,
 ) -> None:
     """Write the model a TMA has learned: aggregate, pseudonyms, every point (forensic
     ones included, as the reference does), seal, end. Line by line, so a model of a
@@ -180,8 +181,9 @@ def write_model(
 
     Each point whose event is known (kept by the TMA, or in ``descriptions``) is
     preceded by a ``# event HEX description`` comment; the reference loader skips
-    comments, and ``model diff`` shows them. Where the TMA kept the event itself, a
-    ``# export HEX RECORD`` comment carries it as an export line (pid, number and time
+    comments, and ``model diff`` shows them. Where the TMA kept the event itself (or
+    ``records`` holds its line, from ``record_line``), a ``# export HEX RECORD`` comment
+    carries it as an export line (pid, number and time
     zeroed, so learning twice writes the same text): ``model refresh`` recomputes
     points from it and denial reports compare against it.
     """
@@ -197,8 +199,9 @@ def write_model(
                 text = describe(ev) if ev is not None else None
         hexp = p.hex()
         record = None
-        if describe_points and descriptions is None:
-            record = record_line(tma.event_of(p))
+        if describe_points:
+            record = records.get(p) if records is not None else \
+                record_line(tma.event_of(p)) if descriptions is None else None
         if text is not None:
             tag = "" if valid else " [forensic]"
             fp.write(f"{EVENT_COMMENT}{hexp} {text}{tag}\n")

@@ -293,6 +293,10 @@ class QuickCoefficients:
         self._tasks: dict[str, bytes] = {}
         self._kinds: dict[str, bytes] = {}  # path type -> its length-prefixed bytes
 
+    def add_pseudonym(self, value: bytes) -> None:
+        """A pseudonym declared by the stream itself (none of the caches depend on it)."""
+        self._pseudonyms = self._pseudonyms | {value}
+
     def of_line(self, raw: bytes) -> bytes | None:
         """The coefficient of one event line, or None if the full parser must decide
         (aggregate and log records, errors, and every unusual shape)."""

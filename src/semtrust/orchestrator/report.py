@@ -134,12 +134,17 @@ class Watch:
             p = domain.tasks.procs.get(p.parent)
         return "an ancestor's event (no longer known)"
 
-    def end(self, domain: Domain) -> None:
-        """Close the live feed with a final summary."""
-        self.feed.end({"kind": "end", "forensics": domain.tma.forensics_count,
-                       "faults": domain.fault_count,
-                       "untrusted_calls": sum(self.untrusted_calls.values()),
-                       "time": time.time()})
+    def end(self, domain: Domain, *, lost: str | None = None) -> None:
+        """Close the live feed with a final summary (``lost``: why the external TMA,
+        which holds the domain's state, can no longer be asked)."""
+        summary: dict[str, object] = {"kind": "end", "faults": domain.fault_count,
+                                      "untrusted_calls": sum(self.untrusted_calls.values()),
+                                      "time": time.time()}
+        if lost is None:
+            summary["forensics"] = domain.tma.forensics_count
+        else:
+            summary["tma_lost"] = lost
+        self.feed.end(summary)
 
 
 def print_report(domain: Domain, out: TextIO | None = None, limit: int = REPORT_LINES) -> None:

@@ -146,10 +146,14 @@ def run_domain(opts: RunOptions, *,
         with contextlib.suppress(ChildProcessError):
             code = workload.wait()
         workload.listener.close()
-        domain.watch.end(domain)
+        # An external TMA first models what is still in flight; once it is lost, nothing
+        # of the domain's state can be read from it any more.
+        lost = finish_tma(domain.tma)
+        domain.watch.end(domain, lost=lost)
         server.close()
         try:
-            trust.finish(domain.tma)  # [issue5] --pcr: extend the final state
+            if lost is None:
+                trust.finish(domain.tma)  # --pcr: extend the final state
         except SemtrustError as exc:
             print(f"semtrust: {exc}", file=sys.stderr)
             code = code or 2
@@ -158,7 +162,6 @@ def run_domain(opts: RunOptions, *,
         os.umask(old_umask)
         for s, h in prev.items():
             signal.signal(s, h)
-        lost = finish_tma(domain.tma)
         if lost is not None:
             print(f"semtrust: {lost}; the model is incomplete and was not written",
                   file=sys.stderr)
@@ -177,5 +180,6 @@ def run_domain(opts: RunOptions, *,
             for f in domain.faults[:3]:
                 print(f"semtrust:   pid {f.get('pid')} {f.get('syscall')}: {f.get('reason')}",
                       file=sys.stderr)
-        print_report(domain)
+        if lost is None:
+            print_report(domain)
     return code

@@ -121,6 +121,9 @@ class Connection:
 class RemoteTMA:
     """A domain's TMA in another process (see module docstring)."""
 
+    #: Bumped when the pseudonym set changes (callers' coefficient caches watch it).
+    pseudonym_epoch: int = 0
+
     def __init__(self, addr: Address, domain: str, *, tls: TLSFiles | None = None,
                  grace: float = LOSS_GRACE_SECONDS, resume: bool = False) -> None:
         self.addr = addr
@@ -130,8 +133,6 @@ class RemoteTMA:
         self._lock = threading.RLock()
         self._mode = Mode.FREE
         self._pseudonyms: set[bytes] = set()
-        #: Bumped when the pseudonym set changes (callers' coefficient caches watch it).
-        self.pseudonym_epoch = 0
         self._seq = 0
         # Pipelined records the TMA has not confirmed: (seq, record line).
         self._unconfirmed: collections.deque[tuple[int, str]] = collections.deque()

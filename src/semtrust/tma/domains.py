@@ -16,7 +16,7 @@ from typing import Any
 
 from semtrust.errors import InputError
 from semtrust.events.jsonexport import format_event, parse_record
-from semtrust.events.record import Aggregate, Event, LegacyEvent, LogRecord
+from semtrust.events.record import Aggregate, Event, LegacyEvent, LogRecord, PseudonymRecord
 from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Verdict
 
@@ -96,6 +96,8 @@ class ServedDomain:
             return self.tma.update(rec)
         if isinstance(rec, Aggregate):
             self.tma.set_aggregate(rec.value)
+        elif isinstance(rec, PseudonymRecord):
+            self.tma.add_pseudonym(rec.value)
         elif isinstance(rec, LogRecord):
             self.logs += 1
         return None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from semtrust.errors import InputError, SemtrustError
-from semtrust.events.jsonexport import format_aggregate, format_event
+from semtrust.events.jsonexport import format_aggregate, format_event, format_pseudonym
 from semtrust.events.record import Event
 from semtrust.model.tma import TMA, ModeledEvent, Verdict
 
@@ -42,12 +42,18 @@ class ExportingTMA:
         self.inner.set_aggregate(hw)
         self.publisher.publish([format_aggregate(hw)])
 
+    def add_pseudonym(self, value: bytes) -> None:
+        self.inner.add_pseudonym(value)
+        self.publisher.publish([format_pseudonym(value)])
+
     def load_model(self, model: Model, *, base: bytes | None = None,
                    aggregate: bytes | None = None) -> None:
         self.inner.load_model(model, base=base, aggregate=aggregate)
         agg = aggregate if aggregate is not None else model.aggregate
         if agg is not None:
             self.publisher.publish([format_aggregate(agg)])
+        if model.pseudonyms:
+            self.publisher.publish([format_pseudonym(p) for p in sorted(model.pseudonyms)])
 
     def update(self, ev: ModeledEvent) -> Verdict:
         return self.update_coefficient(self.inner.coefficient(ev), ev)

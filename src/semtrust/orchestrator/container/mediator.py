@@ -170,17 +170,18 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     lsrv.close()
     loop.stop()
     fan.close()
-    dom.watch.end(dom)
+    lost = finish_tma(dom.tma)
+    dom.watch.end(dom, lost=lost)
     server.close()
     code = 0
     try:
-        trust.finish(dom.tma)
+        if lost is None:
+            trust.finish(dom.tma)
     except SemtrustError as exc:
         print(f"semtrust: {exc}", file=sys.stderr)
         code = 2
     finally:
         trust.close()
-    lost = finish_tma(dom.tma)
     if lost is not None:
         print(f"semtrust: {lost}; the model is incomplete and was not written",
               file=sys.stderr)
