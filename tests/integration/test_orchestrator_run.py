@@ -344,19 +344,19 @@ def test_emulated_open_uses_task_credentials_and_umask() -> None:
 
 
 SWAP_SCRIPT = r"""
-import os, sys, time
+import os, sys
 d = sys.argv[1]
-if sys.argv[2] == "swap" and os.fork() == 0:
-    time.sleep(0.1)  # the orchestrator is still hashing the 300 MB binary
-    os.replace(os.path.join(d, "link.new"), os.path.join(d, "link"))
-    os._exit(0)
+open(os.path.join(d, "ready"), "w").close()  # the test swaps the link from outside now
 os.execv(os.path.join(d, "link"), [os.path.join(d, "link"), "SWAPPED-IN"])
 """
 
 
 def test_exec_swapped_after_check_is_caught(tmp_path: Path) -> None:
     """The exec race (path swapped between our check and the kernel's exec) is detected at
-    the new program's first mediated call; when enforcing, the process is killed."""
+    the new program's first mediated call; when enforcing, the process is killed.
+
+    The swap comes from outside the domain: a rename inside it is mediated and waits for
+    the exec decision, so it cannot race it."""
     py = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     big = tmp_path / "big-true"
     shutil.copy("/bin/true", big)
@@ -367,14 +367,23 @@ def test_exec_swapped_after_check_is_caught(tmp_path: Path) -> None:
     script = tmp_path / "swap.py"
     script.write_text(SWAP_SCRIPT)
     m = tmp_path / "m"
-    r = semtrust("run", "--output", str(m), "--", py, "-I", str(script), str(tmp_path), "learn")
+    r = semtrust("run", "--output", str(m), "--", py, "-I", str(script), str(tmp_path))
     assert r.returncode == 0, r.stderr
-    r = semtrust("run", "--model", str(m), "--enforce", "--", py, "-I", str(script),
-                 str(tmp_path), "swap")
+    (tmp_path / "ready").unlink()
+    p = subprocess.Popen([*SEMTRUST, "run", "--model", str(m), "--enforce", "--", py, "-I",
+                          str(script), str(tmp_path)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists() and p.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.1)  # the orchestrator is still hashing the 300 MB binary
+    os.replace(tmp_path / "link.new", tmp_path / "link")
+    out, err = p.communicate(timeout=120)
     assert (tmp_path / "link").readlink() != big, "the swap did not happen"
-    assert "SWAPPED-IN" not in r.stdout, "the swapped-in program ran"
-    assert "executable changed" in r.stderr
-    assert r.returncode == 128 + signal.SIGKILL
+    assert "SWAPPED-IN" not in out, "the swapped-in program ran"
+    assert "executable changed" in err
+    assert p.returncode == 128 + signal.SIGKILL
 
 
 NESTED_LISTENER = r"""

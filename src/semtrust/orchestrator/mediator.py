@@ -18,7 +18,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from semtrust.orchestrator.core import Ctx, MediatorCore, Pending, Unmodelable, _kernel_flags
-from semtrust.orchestrator.handlers import creds, files, memory, process, signals, sockets
+from semtrust.orchestrator.handlers import (
+    create,
+    creds,
+    files,
+    memory,
+    process,
+    signals,
+    sockets,
+)
 from semtrust.orchestrator.handlers.sockets import parse_sockaddr, sockname_addr
 from semtrust.sensors.seccomp import SYSCALLS, Listener
 
@@ -28,11 +36,12 @@ if TYPE_CHECKING:
 __all__ = ["Ctx", "Mediator", "MediatorCore", "Pending", "Unmodelable", "_kernel_flags",
            "parse_sockaddr", "sockname_addr"]
 
-FAMILIES = (files, memory, sockets, signals, creds, process)
+FAMILIES = (files, memory, sockets, signals, creds, process, create)
 
 
 class Mediator(files.FileHandlers, memory.MemoryHandlers, sockets.SocketHandlers,
-               signals.SignalHandlers, creds.CredHandlers, process.ProcessHandlers):
+               signals.SignalHandlers, creds.CredHandlers, process.ProcessHandlers,
+               create.CreateHandlers):
     """Every handler family of one domain (see module docstring)."""
 
     def __init__(self, domain: Domain, listener: Listener) -> None:

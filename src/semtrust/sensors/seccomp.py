@@ -63,6 +63,7 @@ SYSCALLS: dict[str, int] = {
     "execveat": 322, "accept4": 288, "pidfd_send_signal": 424, "io_uring_setup": 425,
     "clone3": 435, "openat2": 437, "pidfd_getfd": 438, "unshare": 272, "setns": 308,
     "chroot": 161, "pivot_root": 155,
+    "rename": 82, "mkdir": 83, "mkdirat": 258, "renameat": 264, "renameat2": 316,
 }
 NAMES: dict[int, str] = {nr: name for name, nr in SYSCALLS.items()}
 
