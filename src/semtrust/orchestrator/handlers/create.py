@@ -49,13 +49,27 @@ def _join(parent: str, name: bytes) -> str:
     return parent.rstrip("/") + "/" + os.fsdecode(name.rstrip(b"/"))
 
 
+def _umask_now(c: Ctx) -> int:
+    """The task's umask as it is now (the cached status may predate a umask() call)."""
+    try:
+        with open(f"/proc/{c.tid}/status", "rb") as fp:
+            for line in fp.read(4096).splitlines():
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return c.st.umask
+
+
 class _Parent:
     """The directory a path's last component lives in, opened O_PATH in the task's view."""
 
     __slots__ = ("fd", "key", "name", "shown")
 
-    def __init__(self, fd: int, name: bytes, shown: str, key: tuple[int, int]) -> None:
-        self.fd, self.name, self.shown, self.key = fd, name, shown, key
+    def __init__(self, fd: int, name: bytes) -> None:
+        self.fd, self.name = fd, name
+        self.shown: str | None = None  # filled in when needed (see CreateHandlers._place)
+        self.key = (0, 0)
 
     def child(self) -> os.stat_result | None:
         try:
@@ -90,24 +104,27 @@ class CreateHandlers(Describer):
                 raise Unmodelable(f"{c.n.name}: path through a magic link or loop") from None
             self.lst.deny(c.n.id, exc.errno or errno.ENOENT)
             return None
-        try:
-            st = os.fstat(fd)
-            shown = _stable_path(c, self._display_path(c, fd))
-        except BaseException:
-            os.close(fd)
-            raise
-        return _Parent(fd, name, shown, (st.st_dev, st.st_ino))
+        return _Parent(fd, name)
+
+    def _place(self, c: Ctx, parent: _Parent) -> str:
+        """The parent's path as the task names it (stable form); sets its key too."""
+        if parent.shown is None:
+            st = os.fstat(parent.fd)
+            parent.key = (st.st_dev, st.st_ino)
+            parent.shown = _stable_path(c, self._display_path(c, parent.fd))
+        return parent.shown
 
     def _inside(self, c: Ctx, parent: _Parent) -> tuple[str, int]:
         """(anchor, depth) of a new name directly in ``parent``."""
-        rel = self._relative(c, parent.key, parent.shown)
+        shown = self._place(c, parent)
+        rel = self._relative(c, parent.key, shown)
         if rel is None:
-            return parent.shown, 1
+            return shown, 1
         return rel.anchor, rel.depth + 1
 
     def _object_text(self, c: Ctx, parent: _Parent, st: os.stat_result) -> dict[str, object]:
         """An existing object in ``parent``, named as its file description would name it."""
-        where = _join(parent.shown, parent.name)
+        where = _join(self._place(c, parent), parent.name)
         rel: Relative | None = self._relative(c, (st.st_dev, st.st_ino), where)
         if rel is None:
             return {"pathname": where, "mode": f"0{st.st_mode:o}"}
@@ -139,7 +156,7 @@ class CreateHandlers(Describer):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
             if not self._has_default_acl(par.fd):
-                mode &= ~c.st.umask
+                mode &= ~_umask_now(c)
             try:
                 with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
                     os.mkdir(par.name, mode, dir_fd=par.fd)
@@ -149,7 +166,7 @@ class CreateHandlers(Describer):
             st = par.child()
             if st is not None and stat.S_ISDIR(st.st_mode):
                 self.created.add((st.st_dev, st.st_ino), Creation(
-                    c.proc.task_id, anchor, depth, True, _join(par.shown, par.name),
+                    c.proc.task_id, anchor, depth, True, _join(self._place(c, par), par.name),
                     c.proc.root))
             self.lst.reply(c.n.id, 0)
         finally:
@@ -207,7 +224,7 @@ class CreateHandlers(Describer):
             target: dict[str, object] = {"pathname": anchor.rstrip("/") + "/" + CREATED_NAME,
                                          "instance": depth}
         else:
-            target = {"pathname": _join(np.shown, np.name)}
+            target = {"pathname": _join(self._place(c, np), np.name)}
         body: dict[str, object] = {"old": self._object_text(c, op, ost), "new": target}
         if nst is not None:
             body["replaced"] = self._object_text(c, np, nst)
@@ -222,7 +239,7 @@ class CreateHandlers(Describer):
         except OSError as exc:
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
-        owhere, nwhere = _join(op.shown, op.name), _join(np.shown, np.name)
+        owhere, nwhere = _join(self._place(c, op), op.name), _join(self._place(c, np), np.name)
         tab = self.created
         if flags & RENAME_EXCHANGE and nst is not None:
             # Both objects moved: park one subtree under a name no path can have.
