@@ -26,6 +26,8 @@ PROT_EXEC = 0x4
 EXEC_CALLS = frozenset({"execve", "execveat", "uselib"})
 #: Calls that make a file's content executable memory when PROT_EXEC (argument 2) is set.
 MAP_CALLS = frozenset({"mmap", "mprotect", "pkey_mprotect"})
+#: What the kernel appends to the name of an unlinked file.
+DELETED = " (deleted)"
 
 
 def makes_code(c: Ctx) -> bool:
@@ -76,6 +78,15 @@ class Describer(Resolver):
         """The creation an object is described against, or None (a pre-existing object)."""
         tab = self.created
         rec = tab.get(key)
+        if rec is not None and rec.where and shown != rec.where \
+                and not shown.endswith(DELETED):
+            # Reached under another name: a link, or the recorded object is gone and its
+            # inode number was reused by a new one. Only the former keeps the record.
+            if rec.where.endswith(DELETED) and not rec.is_dir:
+                rec.anchor, rec.where = None, ""  # placed below, where it now has a name
+            elif not self._names(c, rec.where, key):
+                tab.forget(key)
+                rec = None
         if rec is not None:
             if rec.anchor is None:
                 # Created by an open: its place is learned from its first description.
