@@ -26,6 +26,7 @@ from semtrust.events import (
 from semtrust.events.jsonexport import generic_body
 from semtrust.events.record import Cell
 from semtrust.orchestrator import syscalls as table
+from semtrust.orchestrator.created import CreatedTable
 from semtrust.orchestrator.emulate import (
     CredSwitcher,
 )
@@ -121,7 +122,7 @@ class MediatorCore:
         self.lst = listener
         self.fi = FileInfo()
         self.creds = CredSwitcher()
-        self.created: dict[tuple[int, int], bytes] = {}  # (dev, ino) -> creator task id
+        self.created = CreatedTable()  # objects the domain made (see created.py)
         self.seq = 0
         self.clones = 0
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.core import Ctx, MediatorCore, Pending, Unmodelable, _kernel_flags
 from semtrust.orchestrator.handlers import (
+    create,
     creds,
     files,
     inodes,
@@ -39,12 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["Ctx", "Mediator", "MediatorCore", "Pending", "Unmodelable", "_kernel_flags",
            "parse_sockaddr", "sockname_addr"]
 
-FAMILIES = (files, memory, sockets, signals, creds, process, inodes, mounts, system)
+FAMILIES = (files, memory, sockets, signals, creds, process, inodes, mounts, system, create)
 
 
 class Mediator(mounts.MountHandlers, memory.MemoryHandlers, inodes.InodeHandlers,
-               sockets.SocketHandlers, process.ProcessHandlers, creds.CredHandlers,
-               system.SystemHandlers):
+               create.CreateHandlers, sockets.SocketHandlers, process.ProcessHandlers,
+               creds.CredHandlers, system.SystemHandlers):
     """Every handler family of one domain (see module docstring)."""
 
     def __init__(self, domain: Domain, listener: Listener) -> None:

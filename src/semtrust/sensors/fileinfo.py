@@ -148,14 +148,19 @@ class FileInfo:
         *,
         st: os.stat_result | None = None,
         owner: bytes | None = None,
+        instance: int = 1,
         hash_content: bool = True,
+        measure_created: bool = False,
     ) -> FileDesc:
         """The TSEM file description of the object open on ``fd``.
 
-        ``owner`` marks a file created inside the modeling domain: it is then
-        described by its directory, a stable instance number and the creator's
-        task identity, with the zero-length digest (spec §2.4.1 row 9b), so
-        random temporary names never enter a coefficient.
+        ``owner`` marks an object described relative to a creation in the modeling
+        domain (spec §2.4.1 row 9b): only the directory part of ``pathname`` (up to
+        the last ``/``), the ``instance`` number and the creator's task identity
+        ``owner`` are hashed, so random temporary names never enter a coefficient.
+        Its digest is the zero-length one, as TSEM reports for created files, unless
+        ``measure_created`` asks for the content (code about to run, or an object
+        the domain did not make itself).
         ``fd`` may be an ``O_PATH`` descriptor when ``hash_content`` is False.
         """
         if st is None:
@@ -164,9 +169,13 @@ class FileInfo:
         inode = Inode(st.st_uid, st.st_gid, st.st_mode & 0xFFFF, fs.magic, fs.s_id,
                       bytes(16) if fs.magic == TMPFS_MAGIC else fs.uuid)
         if owner is not None:
-            path = PathName(pathname, instance=1, owner=owner,
+            if instance < 1 or "/" not in pathname:
+                raise ValueError("a creation-relative description needs a directory and "
+                                 "an instance number >= 1")
+            path = PathName(pathname, instance=instance, owner=owner,
                             dev_major=os.major(st.st_dev), dev_minor=os.minor(st.st_dev))
-            digest = EMPTY_DIGEST
+            digest = self.digest(fd, st, fs.magic) if measure_created and hash_content \
+                else EMPTY_DIGEST
         else:
             path = PathName(pathname, dev_major=os.major(st.st_dev),
                             dev_minor=os.minor(st.st_dev))

@@ -1,10 +1,11 @@
 """Inode operations: unlink, rmdir, link, symlink, mknod, setattr and xattr events.
 
 TSEM gives these events generic CELLs; the body names the object as the file
-events do (its path as the task sees it, or, for a file the domain created, its
-directory and the creator) with the owner, mode and filesystem, plus the
-arguments that say what changes. A new name is described by its directory and
-the name. Paths are resolved in the task (its root, cwd and dirfd); when the
+events do (its path as the task sees it, or, for an object the domain created or
+one under a directory it created, relative to that creation: anchor, depth and
+creator) with the owner, mode and filesystem, plus the arguments that say what
+changes. A new name is described by its directory and the name (no name inside a
+created directory). Paths are resolved in the task (its root, cwd and dirfd); when the
 object does not exist the kernel fails the call, and there is no event.
 """
 
@@ -15,6 +16,7 @@ import os
 import posixpath
 
 from semtrust.orchestrator.core import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, Ctx, _s32
+from semtrust.orchestrator.created import CREATED_NAME
 from semtrust.orchestrator.emulate import AT_FDCWD
 from semtrust.orchestrator.objects import Describer
 from semtrust.orchestrator.resolve import _stable_path
@@ -71,10 +73,11 @@ class InodeHandlers(Describer):
             "uid": st.st_uid, "gid": st.st_gid, "mode": st.st_mode & 0xFFFF,
             "s_magic": self.fi.fs_info(fd, st.st_dev).magic,
         }
-        owner = self.created.get((st.st_dev, st.st_ino))
-        if owner is not None:  # random temporary names stay out of the coefficient
-            body["path"] = posixpath.dirname(shown) or "/"
-            body["owner"] = owner.hex()
+        rel = self._relative(c, (st.st_dev, st.st_ino), shown)
+        if rel is not None:  # random temporary names stay out of the coefficient
+            body["path"] = rel.pathname
+            body["owner"] = rel.owner.hex()
+            body["depth"] = rel.depth
         else:
             body["path"] = shown
         return body
@@ -114,7 +117,20 @@ class InodeHandlers(Describer):
             body = self._object_body(c, fd)
         finally:
             os.close(fd)
-        return {"dir": body, "name": os.fsdecode(base)}
+        # In a directory the domain created, names are as random as the directory's.
+        name = CREATED_NAME if "owner" in body else os.fsdecode(base)
+        return {"dir": body, "name": name}
+
+    def _link_target(self, c: Ctx, target: bytes) -> str:
+        """A symbolic link's target; one into a directory the domain created is named
+        relative to that creation, like every object there."""
+        t = os.fsdecode(target)
+        if t.startswith("/") and self.created.has_dirs():
+            for pre, dkey, drec in self.created.dirs_above(t):
+                if drec.anchor is not None and self._names(c, pre, dkey):
+                    depth = drec.depth + t.count("/", len(pre))
+                    return f"{drec.anchor.rstrip('/')}/{CREATED_NAME}@{depth}"
+        return t
 
     # ---------------------------------------------------------------- handlers
     def _inode(self, c: Ctx) -> None:
@@ -195,7 +211,8 @@ class InodeHandlers(Describer):
             self.lst.allow(c.n.id)
             return
         self.check_valid(c)
-        body: dict[str, object] = {"syscall": c.n.name, "target": os.fsdecode(target), **where}
+        body: dict[str, object] = {"syscall": c.n.name,
+                                   "target": self._link_target(c, target), **where}
         self._generic(c, "inode_symlink", body)
 
     def _mknod(self, c: Ctx) -> None:
