@@ -510,3 +510,37 @@ def test_a_failed_exec_does_not_change_the_identity(tmp_path: Path) -> None:
                      and ev.cell.file.path.pathname == "/etc/hostname"}
     assert len(ids["plain"]) == 1
     assert ids["try"] == ids["plain"]
+
+
+def test_unwritable_output_refuses_before_the_workload(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    r = semtrust("run", "--output", str(tmp_path / "no" / "such" / "m"), "--",
+                 "touch", str(marker))
+    assert r.returncode == 2 and not marker.exists()
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "--output" in r.stderr and "cannot create files" in r.stderr
+
+
+def test_output_lost_during_the_run_goes_to_the_fallback(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    state = tmp_path / "state"
+    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    r = semtrust("run", "--output", str(out / "m"), "--", "rmdir", str(out), env=env)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    spares = list((state / "semtrust").iterdir())
+    assert len(spares) == 1 and str(spares[0]) in r.stderr
+    assert spares[0].stat().st_mode & 0o777 == 0o600
+    assert spares[0].read_text().rstrip().endswith("end")
+
+
+def test_empty_model_is_refused_unless_allowed(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.model"
+    empty.write_text(f"aggregate {'00' * 32}\nseal\nend\n")
+    marker = tmp_path / "ran"
+    r = semtrust("run", "--model", str(empty), "--", "touch", str(marker))
+    assert r.returncode == 2 and not marker.exists()
+    assert "no points" in r.stderr and "--allow-empty" in r.stderr
+    r = semtrust("run", "--model", str(empty), "--allow-empty", "--", "true")
+    assert r.returncode == 0, r.stderr

@@ -22,6 +22,7 @@ from semtrust.orchestrator.run import RunOptions, run_domain
 @click.option("--enforce", is_flag=True, help="With --model: deny events outside it (EPERM).")
 @click.option("--model-key", type=click.Path(dir_okay=False),
               help="Public key the --model must be signed by.")
+@click.option("--allow-empty", is_flag=True, help="Accept a --model without points.")
 @click.option("--tpm", metavar="TCTI",
               help="TPM for the hardware aggregate and quotes, e.g. device:/dev/tpmrm0 or "
                    "swtpm:host=127.0.0.1,port=2321 (default $TPM2TOOLS_TCTI/$TCTI; 'none').")
@@ -34,7 +35,7 @@ from semtrust.orchestrator.run import RunOptions, run_domain
               help="Run this OCI bundle under runc (COMMAND overrides process.args).")  # [issue4]
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
-        enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
+        enforce: bool, model_key: str | None, allow_empty: bool, tpm: str | None, pcr: int | None,
         base: str | None, tma_key: str | None, bundle: str | None,
         command: tuple[str, ...]) -> None:
     """Run COMMAND (default: your shell) in a new modeling domain; exit with its code."""
@@ -42,9 +43,13 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
         raise click.UsageError("--trajectory needs --output")
     if enforce and model is None:
         raise click.UsageError("--enforce needs --model")
+    if output is not None:
+        from semtrust.orchestrator.output import check_writable
+
+        check_writable(output)  # before the workload runs, not after hours of learning
     opts = RunOptions(command=command, name=name, output=output,
                       trajectory=trajectory, model=model, enforce=enforce,
-                      model_key=model_key, tpm=tpm, pcr=pcr,
+                      model_key=model_key, allow_empty=allow_empty, tpm=tpm, pcr=pcr,
                       base=hex32(base, "--base"), tma_key=tma_key)
     if bundle is not None:  # [issue4] container mode
         from semtrust.orchestrator.container import run_container

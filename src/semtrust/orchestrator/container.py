@@ -159,6 +159,7 @@ class Plan:
     base: str | None = None
     tma_key: str | None = None
     runc_global: list[str] = field(default_factory=list)
+    allow_empty: bool = False
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -179,7 +180,8 @@ class Plan:
                           trajectory=self.trajectory, model=self.model, enforce=self.enforce,
                           tpm=self.tpm, pcr=self.pcr,
                           base=bytes.fromhex(self.base) if self.base else None,
-                          tma_key=self.tma_key, model_key=self.model_key)
+                          tma_key=self.tma_key, model_key=self.model_key,
+                          allow_empty=self.allow_empty)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
@@ -317,7 +319,7 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             output=os.path.abspath(opts.output) if opts.output else None,
             trajectory=opts.trajectory, model_key=opts.model_key, tpm=opts.tpm, pcr=opts.pcr,
             base=opts.base.hex() if opts.base else None, tma_key=opts.tma_key,
-            runc_global=list(runc_global))
+            runc_global=list(runc_global), allow_empty=opts.allow_empty)
         plan.save()
         return plan
     except BaseException:

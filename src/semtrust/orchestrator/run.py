@@ -37,6 +37,7 @@ class RunOptions:
     base: bytes | None = None
     tma_key: str | None = None
     model_key: str | None = None
+    allow_empty: bool = False
 
     def trust_options(self) -> TrustOptions:
         return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
@@ -52,7 +53,7 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
     """
     tma = TMA()
     if opts.model is not None:
-        model = load_model(opts.model, key=opts.model_key)
+        model = load_model(opts.model, key=opts.model_key, allow_empty=opts.allow_empty)
         if trust is not None:
             trust.prepare(tma, model)
         else:

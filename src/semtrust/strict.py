@@ -1,0 +1,125 @@
+"""Strict decoders for untrusted input: JSON with limits, canonical Base64.
+
+Python's ``json`` lets the last of two equal keys win and raises
+``RecursionError`` (not ``ValueError``) on deep nesting; orjson also lets the
+last key win. A signed document read that way can carry a decoy copy of a
+field, so every reader of documents a verifier trusts goes through
+:func:`loads_strict`: duplicate keys at any level, nesting deeper than the
+caller's format allows, documents over the size limit, NaN/Infinity and
+invalid UTF-8 are all refused with an :class:`InputError` naming the source,
+before any field is looked at.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from semtrust.errors import InputError
+
+__all__ = ["b64decode_canonical", "json_depth", "loads_limited", "loads_strict"]
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(k)
+        out[k] = v
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_depth(data: bytes) -> int:
+    """Deepest nesting of ``[`` and ``{`` in JSON text, strings skipped.
+
+    Computed on the bytes before parsing, so a document nested a million levels
+    deep costs one linear scan and no recursion at all.
+    """
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def loads_strict(data: bytes, *, source: str, max_depth: int, max_bytes: int,
+                 line: int | None = None) -> Any:
+    """Parse one JSON document, refusing duplicate keys, deep nesting and oversize.
+
+    ``max_depth`` counts containers: ``{}`` is depth 1, ``{"a": []}`` depth 2.
+    """
+    if len(data) > max_bytes:
+        raise InputError(f"larger than {max_bytes} bytes", source=source, line=line)
+    depth = json_depth(data)
+    if depth > max_depth:
+        raise InputError(f"JSON nested {depth} levels deep; the format allows {max_depth}",
+                         source=source, line=line)
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except _Duplicate as exc:
+        raise InputError(f"duplicate key {str(exc)[:60]!r}", source=source, line=line) \
+            from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 (byte {exc.start})", source=source, line=line) from None
+    except ValueError as exc:
+        raise InputError(f"not JSON ({exc})", source=source, line=line) from None
+    except RecursionError:  # cannot happen below max_depth; kept as a last guard
+        raise InputError("JSON nested too deeply", source=source, line=line) from None
+
+
+def loads_limited(data: bytes, *, source: str, max_bytes: int,
+                  max_depth: int = 512) -> Any:
+    """Parse a large JSON document fast (orjson), with the size and depth limits of
+    :func:`loads_strict` but without the duplicate-key check: for replies from a
+    peer we already trust, where a malformed reply must still not raise a traceback."""
+    import orjson
+
+    if len(data) > max_bytes:
+        raise InputError(f"larger than {max_bytes} bytes", source=source)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # orjson refuses deep nesting and integers over 64 bits; json decides
+    if json_depth(data) > max_depth:
+        raise InputError(f"JSON nested deeper than {max_depth} levels", source=source)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InputError(f"not JSON ({exc})", source=source) from None
+
+
+def b64decode_canonical(text: str, what: str) -> bytes:
+    """Standard Base64 with ``=`` padding, no white space, zero trailing bits: the text
+    must be exactly what encoding its bytes gives, so every value has one spelling."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"{what} is not valid Base64") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise InputError(f"{what} is not canonical Base64 (padding or trailing bits)")
+    return raw
