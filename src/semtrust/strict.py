@@ -92,24 +92,18 @@ def loads_strict(data: bytes, *, source: str, max_depth: int, max_bytes: int,
         raise InputError("JSON nested too deeply", source=source, line=line) from None
 
 
-def loads_limited(data: bytes, *, source: str, max_bytes: int,
-                  max_depth: int = 512) -> Any:
-    """Parse a large JSON document fast (orjson), with the size and depth limits of
-    :func:`loads_strict` but without the duplicate-key check: for replies from a
-    peer we already trust, where a malformed reply must still not raise a traceback."""
-    import orjson
-
+def loads_limited(data: bytes, *, source: str, max_bytes: int) -> Any:
+    """Parse a possibly large JSON document from a peer we already trust (a reply),
+    with the size limit and Python's recursion limit as depth limit, both turned
+    into an InputError; duplicate keys are not looked for. ``json`` rather than
+    orjson: orjson turns integers over 64 bits into floats."""
     if len(data) > max_bytes:
         raise InputError(f"larger than {max_bytes} bytes", source=source)
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass  # orjson refuses deep nesting and integers over 64 bits; json decides
-    if json_depth(data) > max_depth:
-        raise InputError(f"JSON nested deeper than {max_depth} levels", source=source)
-    try:
         return json.loads(data)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InputError("JSON nested too deeply", source=source) from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise InputError(f"not JSON ({exc})", source=source) from None
 
 
