@@ -59,12 +59,16 @@ def test_nul_rejoined_signed_model_is_refused(key: rsa.RSAPrivateKey, tmp_path: 
     pub.write_bytes(signing.public_pem(key))
     path = tmp_path / "forged.model"
     path.write_text(forged)
+    marker = tmp_path / "ran"
     for args in (["model", "verify", str(path), "--key", str(pub)],
-                 ["replay", "/dev/null", "--model", str(path), "--model-key", str(pub)]):
+                 ["replay", "/dev/null", "--model", str(path), "--model-key", str(pub)],
+                 ["run", "--model", str(path), "--model-key", str(pub), "--enforce", "--",
+                  "touch", str(marker)]):
         r = subprocess.run([str(SEMTRUST), *args], capture_output=True, text=True, check=False)
         assert r.returncode == 2, r
         assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
         assert f"{path}:2:" in r.stderr and "U+0000" in r.stderr
+    assert not marker.exists()  # the workload never ran under the forged model
 
 
 def test_the_reference_encoding_is_kept(key: rsa.RSAPrivateKey) -> None:
