@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ST=.venv/bin/semtrust
+# Everything the demo makes is kept (models, keys, the attestation) for you to
+# look at; the last line says where, also when a step fails.
 OUT=$(mktemp -d /tmp/semtrust-demo.XXXXXX)
 chmod 755 "$OUT"
-trap 'rm -rf "$OUT"' EXIT
+trap 'echo; echo "demo files kept in $OUT (remove with: rm -r $OUT)"' EXIT
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+echo "demo files go to $OUT"
 
 say "1. Replay a recorded TSEM trajectory (75 events) and write its model"
 $ST replay examples/sample-trajectory.json --output-model "$OUT/recorded.model"
@@ -41,11 +44,14 @@ $ST model verify "$OUT/workload.signed" --key "$OUT/signer.pub"
 say "6. Attest a running domain; verify the attestation offline, without its trajectory"
 $ST model keygen "$OUT/tma"
 NONCE=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+# The same programs and files, with a longer sleep so the domain is still up when we ask.
 $ST run --name demo-attest --model "$OUT/workload.model" --enforce --tma-key "$OUT/tma" \
-    -- sh -c "$WORKLOAD" &
-for _ in $(seq 50); do $ST list 2>/dev/null | grep -q demo-attest && break; sleep 0.1; done
+    -- sh -c "${WORKLOAD/sleep 2/sleep 60}" &
+DOMAIN=$!
+for _ in $(seq 300); do $ST list 2>/dev/null | grep -q demo-attest && break; sleep 0.1; done
 $ST attest demo-attest --nonce "$NONCE" -o "$OUT/attestation.json"
-wait
+kill "$DOMAIN"
+wait "$DOMAIN" || true
 $ST verify "$OUT/attestation.json" --key "$OUT/tma.pub" --model "$OUT/workload.model" \
     --nonce "$NONCE"
 

@@ -10,15 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
 import pytest
 
+import semtrust
 from tests.integration.needs import need
 
 SEMTRUST = [str(Path(sys.executable).parent / "semtrust")]
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
                                 reason="seccomp sensor is x86_64 Linux only")
@@ -150,32 +151,48 @@ def _unprivileged_python(copy_to: Path | None = None
                          ) -> tuple[list[str], dict[str, str]] | None:
     """A python the 'nobody' user can run, with our sources and dependencies on its path.
 
-    With ``copy_to``, sources and dependencies are copied there first (for checkouts and
-    virtual environments that other users cannot read).
+    The dependencies are those of the environment running the tests. With ``copy_to``
+    (a directory every user can traverse), sources and dependencies are copied there
+    and made world-readable first: a checkout under a private home directory, or one
+    cloned with umask 077, is unreadable to other users however its venv was made.
     """
     py = "/usr/bin/python3"
     if not os.access(py, os.X_OK):
         return None
-    site = next((REPO / ".venv" / "lib").glob("python3*/site-packages"), None)
-    if site is None:
-        return None
-    src = REPO / "src"
+    site = Path(sysconfig.get_paths()["purelib"])
+    src = Path(semtrust.__file__).resolve().parents[1]
     if copy_to is not None:
         shutil.copytree(src / "semtrust", copy_to / "src" / "semtrust", symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(site, copy_to / "site", symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "pip", "pip-*"))
+                        ignore=shutil.ignore_patterns("__pycache__", "pip", "pip-*",
+                                                      "_pytest", "hypothesis", "mypy*"))
         src, site = copy_to / "src", copy_to / "site"
-        for d in (copy_to, src, site):
-            d.chmod(0o755)
+        _world_readable(copy_to)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{src}:{site}", "LANG": "C.UTF-8"}
     return [py, "-c", "import sys; from semtrust.cli import main; sys.exit(main())"], env
 
 
+def _world_readable(top: Path) -> None:
+    """Directories 0755, files 0644 (0755 if executable), whatever they were copied with."""
+    top.chmod(0o755)
+    for root, dirs, files in os.walk(top):
+        for d in dirs:
+            p = Path(root, d)
+            if not p.is_symlink():
+                p.chmod(0o755)
+        for f in files:
+            p = Path(root, f)
+            if not p.is_symlink():
+                p.chmod(0o755 if p.stat().st_mode & 0o100 else 0o644)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
 def test_unprivileged_user_learns_and_enforces() -> None:
-    # pytest's tmp_path lives under a 0700 directory of root: use a world-readable one.
+    # pytest's tmp_path lives under a 0700 directory of root: use a world-readable one
+    # (mkdtemp makes it 0700 too, so open it up before anything is copied into it).
     tmp_path = Path(tempfile.mkdtemp(prefix="semtrust-nobody-", dir="/tmp"))
+    tmp_path.chmod(0o755)
     try:
         _unprivileged(tmp_path)
     finally:

@@ -520,3 +520,80 @@ def test_a_failed_exec_does_not_change_the_identity(tmp_path: Path) -> None:
                      and ev.cell.file.path.pathname == "/etc/hostname"}
     assert len(ids["plain"]) == 1
     assert ids["try"] == ids["plain"]
+
+
+def test_unwritable_output_refuses_before_the_workload(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    r = semtrust("run", "--output", str(tmp_path / "no" / "such" / "m"), "--",
+                 "touch", str(marker))
+    assert r.returncode == 2 and not marker.exists()
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "--output" in r.stderr and "cannot create files" in r.stderr
+
+
+def test_output_lost_during_the_run_goes_to_the_fallback(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    state = tmp_path / "state"
+    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    r = semtrust("run", "--output", str(out / "m"), "--", "rmdir", str(out), env=env)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    spares = list((state / "semtrust").iterdir())
+    assert len(spares) == 1 and str(spares[0]) in r.stderr
+    assert spares[0].stat().st_mode & 0o777 == 0o600
+    assert spares[0].read_text().rstrip().endswith("end")
+
+
+def test_empty_model_is_refused_unless_allowed(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.model"
+    empty.write_text(f"aggregate {'00' * 32}\nseal\nend\n")
+    marker = tmp_path / "ran"
+    r = semtrust("run", "--model", str(empty), "--", "touch", str(marker))
+    assert r.returncode == 2 and not marker.exists()
+    assert "no points" in r.stderr and "--allow-empty" in r.stderr
+    r = semtrust("run", "--model", str(empty), "--allow-empty", "--", "true")
+    assert r.returncode == 0, r.stderr
+
+
+def test_management_socket_answers_bad_requests_without_a_traceback(tmp_path: Path) -> None:
+    import socket as socketmod
+    import struct
+
+    from semtrust.orchestrator.mgmt import MAX_REQUEST, recv_msg, request, socket_path
+
+    name = f"badreq-{os.getpid()}"
+    done = tmp_path / "done"
+    proc = subprocess.Popen([*SEMTRUST, "run", "--name", name, "--", "sh", "-c",
+                             f"while [ ! -e {done} ]; do sleep 0.05; done"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        path = socket_path(name)
+        for _ in range(600):  # wait for the domain to come up (not a timed assert)
+            if path.exists():
+                break
+            time.sleep(0.05)
+        bad = {
+            "deep": b"[" * 30000 + b"]" * 30000,
+            "duplicate": b'{"op": "ping", "op": "show", "what": "state"}',
+            "not-json": b"{op",
+            "not-utf8": b'{"op": "\xff"}',
+            "nan": b'{"op": "ping", "x": NaN}',
+        }
+        for why, body in bad.items():
+            with socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM) as s:
+                s.connect(str(path))
+                s.sendall(struct.pack(">I", len(body)) + body)
+                reply = recv_msg(s, 1 << 20)
+                assert reply["ok"] is False and "malformed" in reply["error"], (why, reply)
+        with socketmod.socket(socketmod.AF_UNIX, socketmod.SOCK_STREAM) as s:
+            s.connect(str(path))
+            s.sendall(struct.pack(">I", MAX_REQUEST + 1))
+            reply = recv_msg(s, 1 << 20)
+            assert reply["ok"] is False and "exceeds" in reply["error"]
+        assert request(name, {"op": "ping"}) == "pong"  # the domain still serves
+    finally:
+        done.touch()
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Exception" not in err, err

@@ -141,7 +141,8 @@ def test_attest_and_verify_a_sealed_domain_with_tpm(env: Env) -> None:
     # A tampered field.
     tampered = env.tmp / "tampered.json"
     tampered.write_text(json.dumps({**doc, "forensics": 0, "mode": "enforcing"}))
-    r = env.cli("verify", str(tampered), "--key", f"{tma_key}.pub", "--model", str(signed))
+    r = env.cli("verify", str(tampered), "--key", f"{tma_key}.pub", "--model", str(signed),
+                "--nonce", NONCE)
     assert r.returncode == 1 and "FAIL signature: signature does not verify: document altered" \
         in r.stdout
     # A model with one extra point.

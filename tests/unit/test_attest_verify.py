@@ -216,7 +216,7 @@ def test_malformed_documents_fail_format(keypair: tuple[Path, Path], sealed_doma
         checks = v.verify(bad)
         assert [c.name for c in checks] == ["format"] and checks[0].failed
     bad_sig = {**doc, "signature": "!!!"}
-    assert "Base64" in _verdict(v.verify(bad_sig))["signature"].reason
+    assert "Base64" in _verdict(v.verify(bad_sig))["format"].reason
 
 
 def test_canonical_form_is_documented_shape() -> None:

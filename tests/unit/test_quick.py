@@ -729,10 +729,10 @@ def test_cli_points_and_replay_match_the_full_path(tmp_path: Path) -> None:
     assert quick["events"] == len(_full_points(lines))
     assert quick["aggregate"] == "ef" * 32 and quick["logs"] == 1
 
-    code, out, err = _cli("replay", str(traj), "--json", "--model", str(model))
+    code, out, err = _cli("replay", str(traj), "--json", "--model", str(model), "--allow-empty")
     assert code == 0, err
     quick_p = json.loads(out)
-    code, out, err = _cli("replay", str(traj), "--json", "--model", str(model),
+    code, out, err = _cli("replay", str(traj), "--json", "--model", str(model), "--allow-empty",
                           "--output-model", str(tmp_path / "out2.model"))
     assert code == 0, err
     full_p = json.loads(out)

@@ -12,8 +12,6 @@ TPM quotes are parsed here in pure Python (TPMS_ATTEST, TPM 2.0 Part 2
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import struct
 from collections.abc import Mapping, Sequence
@@ -33,9 +31,12 @@ from semtrust.attest.attestation import (
     signature_alg,
 )
 from semtrust.attest.tpm import AGGREGATE_PCRS, pcr_digest, software_extend
+from semtrust.errors import InputError
 from semtrust.model.coefficient import ZERO, hw_aggregate, state_value
+from semtrust.strict import b64decode_canonical, loads_strict
 
-__all__ = ["Check", "ModelLike", "ParsedQuote", "Verifier", "parse_tpms_attest"]
+__all__ = ["Check", "ModelLike", "ParsedQuote", "Verifier", "parse_attestation",
+           "parse_tpms_attest"]
 
 TPM_GENERATED_VALUE = 0xFF544347
 TPM_ST_ATTEST_QUOTE = 0x8018
@@ -160,29 +161,115 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "model_digest": (str, type(None)), "trust": dict, "nonce": str, "time": str,
     "tpm": (dict, type(None)), "signature_alg": str, "key_id": str, "signature": str,
 }
+#: Optional top-level fields; together with _FIELDS the format is closed.
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {"pcr_log": dict}
+_TRUST = {"untrusted": int, "processes": list}
+_PROCESS: dict[str, type | tuple[type, ...]] = {"pid": int}
+_PROCESS_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "nspid": (int, type(None)), "process": str, "task_id": str}
+_TPM: dict[str, type | tuple[type, ...]] = {
+    "bank": str, "pcrs": dict, "quote": str, "quote_signature": str, "quote_alg": str,
+    "ak": str}
+_PCR_LOG: dict[str, type | tuple[type, ...]] = {"pcr": int, "initial": str, "extends": list}
+#: The deepest nesting the format has: document > trust > processes > one process.
+MAX_DEPTH = 4
+MAX_ATTESTATION_BYTES = 16 << 20
+_PCR_INDEX = re.compile(r"0|[1-9][0-9]?")
+
+
+def _fields(obj: Any, spec: Mapping[str, type | tuple[type, ...]], where: str,
+            optional: Mapping[str, type | tuple[type, ...]] | None = None) -> str | None:
+    """Why ``obj`` is not an object with exactly ``spec``'s fields (plus ``optional``)."""
+    if not isinstance(obj, Mapping):
+        return f"{where or 'the document'} is not a JSON object"
+    allowed = {**spec, **(optional or {})}
+    for name in obj:
+        if name not in allowed:
+            return f"unknown field '{where}{name}'"
+    for name, typ in allowed.items():
+        if name not in obj:
+            if name in spec:
+                return f"missing field '{where}{name}'"
+            continue
+        value = obj[name]
+        if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
+            return f"field '{where}{name}' has the wrong type"
+    return None
 
 
 def _schema_problem(doc: Mapping[str, Any]) -> str | None:
-    if not isinstance(doc, Mapping):
-        return "not a JSON object"
-    for name, typ in _FIELDS.items():
-        if name not in doc:
-            return f"missing field '{name}'"
-        value = doc[name]
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            return f"field '{name}' has the wrong type"
+    """Why ``doc`` is not a well-formed attestation (closed format), or None."""
+    problem = _fields(doc, _FIELDS, "", _OPTIONAL)
+    if problem is not None:
+        return problem
     if doc["format"] != FORMAT:
-        return f"format '{doc['format']}' is not {FORMAT}"
-    for name in _HEX32:
+        return f"format '{str(doc['format'])[:40]}' is not {FORMAT}"
+    for name in (*_HEX32, "key_id"):
         v = doc[name]
         if len(v) != 64 or not _is_hex(v):
-            return f"field '{name}' is not 64 hex digits"
+            return f"field '{name}' is not 64 lower-case hex digits"
+    if doc["model_digest"] is not None and (len(doc["model_digest"]) != 64
+                                            or not _is_hex(doc["model_digest"])):
+        return "field 'model_digest' is not 64 lower-case hex digits"
     if not _is_hex(doc["nonce"]):
-        return "field 'nonce' is not hex"
+        return "field 'nonce' is not lower-case hex"
+    if doc["points"] < 0 or doc["forensics"] < 0:
+        return "negative count"
+    if _canonical_b64(doc["signature"]) is None:
+        return "field 'signature' is not canonical Base64"
     trust = doc["trust"]
-    if not isinstance(trust.get("untrusted"), int) or not isinstance(trust.get("processes"), list):
-        return "field 'trust' lacks 'untrusted' count or 'processes' list"
+    problem = _fields(trust, _TRUST, "trust.")
+    if problem is not None:
+        return problem
+    for i, proc in enumerate(trust["processes"]):
+        problem = _fields(proc, _PROCESS, f"trust.processes[{i}].", _PROCESS_OPTIONAL)
+        if problem is not None:
+            return problem
+    tpm = doc["tpm"]
+    if tpm is not None:
+        problem = _fields(tpm, _TPM, "tpm.")
+        if problem is not None:
+            return problem
+        for name in ("quote", "quote_signature"):
+            if _canonical_b64(tpm[name]) is None:
+                return f"field 'tpm.{name}' is not canonical Base64"
+        for k, v in tpm["pcrs"].items():
+            if _PCR_INDEX.fullmatch(k) is None or not isinstance(v, str) or not _is_hex(v):
+                return "field 'tpm.pcrs' must map PCR numbers to hex digests"
+    log = doc.get("pcr_log")
+    if log is not None:
+        problem = _fields(log, _PCR_LOG, "pcr_log.")
+        if problem is not None:
+            return problem
+        if not all(isinstance(e, str) and _is_hex(e) for e in log["extends"]):
+            return "field 'pcr_log.extends' must list hex digests"
     return None
+
+
+def _canonical_b64(text: str) -> bytes | None:
+    try:
+        return b64decode_canonical(text, "value")
+    except InputError:
+        return None
+
+
+def parse_attestation(data: bytes, *, source: str) -> dict[str, Any]:
+    """Read an attestation document strictly, before any check looks at it.
+
+    Refused with an :class:`InputError` (one line, exit 2): more than
+    ``MAX_ATTESTATION_BYTES``, nesting deeper than the format (``MAX_DEPTH``),
+    a duplicate key at any level (a decoy copy before the real field would
+    otherwise be what one reader sees and another signs), unknown fields, wrong
+    types, non-canonical hex or Base64. What remains can only fail a check.
+    """
+    doc = loads_strict(data, source=source, max_depth=MAX_DEPTH,
+                       max_bytes=MAX_ATTESTATION_BYTES)
+    if not isinstance(doc, dict):
+        raise InputError("not a JSON object", source=source)
+    problem = _schema_problem(doc)
+    if problem is not None:
+        raise InputError(problem, source=source)
+    return doc
 
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
@@ -294,10 +381,9 @@ class Verifier:
         if doc["signature_alg"] != self._alg:
             return _fail("signature", f"signed with {doc['signature_alg']}, "
                                       f"the given key is {self._alg}")
-        try:
-            sig = base64.b64decode(doc["signature"], validate=True)
-        except (binascii.Error, ValueError):
-            return _fail("signature", "signature is not Base64")
+        sig = _canonical_b64(doc["signature"])
+        if sig is None:
+            return _fail("signature", "signature is not canonical Base64")
         data = canonical(doc)
         try:
             if isinstance(self.key, ed25519.Ed25519PublicKey):
@@ -327,10 +413,10 @@ class Verifier:
             return [_skip("tpm-quote", "no --tpm-ak given; hardware quote not checked")]
         try:
             pcrs = {int(k): bytes.fromhex(v) for k, v in t["pcrs"].items()}
-            attest = base64.b64decode(t["quote"], validate=True)
-            qsig = base64.b64decode(t["quote_signature"], validate=True)
+            attest = b64decode_canonical(t["quote"], "quote")
+            qsig = b64decode_canonical(t["quote_signature"], "quote_signature")
             q = parse_tpms_attest(attest)
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, InputError) as e:
             return [_fail("tpm-quote", f"malformed TPM section: {e}")]
         out: list[Check] = []
         sig_ok = _verify_quote_sig(self.ak, attest, qsig)
@@ -399,8 +485,6 @@ def _check_pcr_log(log: Any, pcrs: Mapping[int, bytes], state: str) -> Check:
 
 def load_ak(data: bytes, source: str) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
     """Parse a TPM attestation key public PEM (ECDSA P-256 or RSA)."""
-    from semtrust.errors import InputError
-
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as e:

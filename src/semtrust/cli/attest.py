@@ -3,7 +3,8 @@
 
 ``verify`` prints one line per check (``PASS name`` / ``FAIL name: reason`` /
 ``SKIP name: reason``) and exits 0 only if nothing FAILs, 1 if a check fails,
-2 on bad input (unreadable file, not JSON, not a key).
+2 on bad input (unreadable file, not a well-formed attestation, not a key) or
+when neither ``--nonce`` nor ``--no-nonce`` is given.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from typing import Any
 import click
 
 from semtrust.attest.attestation import dumps, load_public_key, parse_nonce, read_bounded
-from semtrust.attest.verify import Verifier, load_ak
+from semtrust.attest.verify import MAX_ATTESTATION_BYTES, Verifier, load_ak, parse_attestation
 from semtrust.cli.common import hex32
 from semtrust.errors import InputError
 from semtrust.model.modelfile import load_model
-
-MAX_ATTESTATION_BYTES = 16 << 20
 
 
 def _nonce(value: str | None, option: str) -> bytes | None:
@@ -34,7 +33,9 @@ def _nonce(value: str | None, option: str) -> bytes | None:
 
 
 def read_attestation(path: str) -> dict[str, Any]:
-    """Parse an attestation file (``-`` = stdin); InputError if not a JSON object."""
+    """Read and strictly parse an attestation file (``-`` = stdin); InputError if not a
+    well-formed document (see ``semtrust.attest.verify.parse_attestation``)."""
+    source = "<stdin>" if path == "-" else path
     try:
         if path == "-":
             data = sys.stdin.buffer.read(MAX_ATTESTATION_BYTES + 1)
@@ -42,16 +43,8 @@ def read_attestation(path: str) -> dict[str, Any]:
             with open(path, "rb") as fp:
                 data = fp.read(MAX_ATTESTATION_BYTES + 1)
     except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", source=path) from None
-    if len(data) > MAX_ATTESTATION_BYTES:
-        raise InputError(f"larger than {MAX_ATTESTATION_BYTES} bytes", source=path)
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"not JSON ({exc})", source=path) from None
-    if not isinstance(doc, dict):
-        raise InputError("not a JSON object", source=path)
-    return doc
+        raise InputError(f"cannot read: {exc.strerror}", source=source) from None
+    return parse_attestation(data, source=source)
 
 
 @click.command()
@@ -61,25 +54,34 @@ def read_attestation(path: str) -> dict[str, Any]:
 @click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False),
               help="Model the domain must be in (signed models are verified).")
 @click.option("--nonce", metavar="HEX", help="The nonce you sent with 'semtrust attest' (hex).")
+@click.option("--no-nonce", is_flag=True,
+              help="Check without a nonce: accept that the attestation may be a replay.")
 @click.option("--tpm-ak", "ak_path", type=click.Path(dir_okay=False),
               help="TPM attestation key public PEM: check the hardware quote.")
 @click.option("--base", metavar="HEX", help="Require this base nonce (64 hex digits).")
 @click.option("--model-key", type=click.Path(dir_okay=False),
               help="Public key the model must be signed by.")
+@click.option("--allow-empty", is_flag=True, help="Accept a --model without points.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
 def verify(attestation: str, key_path: str, model_path: str, nonce: str | None,
-           ak_path: str | None, base: str | None, model_key: str | None,
-           as_json: bool) -> None:
+           no_nonce: bool, ak_path: str | None, base: str | None, model_key: str | None,
+           allow_empty: bool, as_json: bool) -> None:
     """Check a signed attestation against a model: signature, nonce, state, forensics, quote.
 
     The state the model implies is recomputed (aggregate first, then its sorted
     points, under the attested base) and compared with the attested one; no
-    trajectory is needed.
+    trajectory is needed. Without the nonce you sent, an old attestation of a
+    good state could be replayed; so one of --nonce and --no-nonce is required.
     """
+    if nonce is None and not no_nonce:
+        raise click.UsageError("give --nonce HEX (the nonce you sent to 'semtrust attest'), "
+                               "or --no-nonce to accept a possibly replayed attestation")
+    if nonce is not None and no_nonce:
+        raise click.UsageError("--nonce and --no-nonce exclude each other")
     want_nonce = _nonce(nonce, "--nonce")
     want_base = hex32(base, "--base")
     key = load_public_key(key_path)
-    model = load_model(model_path, key=model_key)
+    model = load_model(model_path, key=model_key, allow_empty=allow_empty)
     ak = None
     if ak_path is not None:
         ak = load_ak(read_bounded(ak_path, "TPM attestation key"), ak_path)

@@ -54,7 +54,7 @@ def model() -> None:
 @_ALLOW
 def show(path: str, list_points: bool, as_json: bool, allow_unsigned: bool) -> None:
     """Summarise a model: signer, aggregate, point count and the state it implies."""
-    m = load_model(path, allow_unsigned=allow_unsigned)
+    m = load_model(path, allow_unsigned=allow_unsigned, allow_empty=True)
     info = _summary(m)
     if list_points:
         info["point_list"] = [p.hex() for p in m.points]
@@ -84,8 +84,8 @@ def diff(a: str, b: str, as_json: bool, allow_unsigned: bool) -> None:
     absorb it); the other points only in A or only in B are grouped by program
     and event type.
     """
-    ma = load_model(a, allow_unsigned=allow_unsigned)
-    mb = load_model(b, allow_unsigned=allow_unsigned)
+    ma = load_model(a, allow_unsigned=allow_unsigned, allow_empty=True)
+    mb = load_model(b, allow_unsigned=allow_unsigned, allow_empty=True)
     ea = {e.point: e for e in entries_of(ma)}
     eb = {e.point: e for e in entries_of(mb)}
     only_a = [p for p in ea if p not in eb]
@@ -241,9 +241,10 @@ def keygen(keyfile: str, kind: str) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Signed model to write.")
 @_ALLOW
-def sign(path: str, keyfile: str, output: str, allow_unsigned: bool) -> None:
+@click.option("--allow-empty", is_flag=True, help="Sign a model without points.")
+def sign(path: str, keyfile: str, output: str, allow_unsigned: bool, allow_empty: bool) -> None:
     """Sign a model: key line, the model's lines, signature line."""
-    m = load_model(path, allow_unsigned=True)
+    m = load_model(path, allow_unsigned=True, allow_empty=allow_empty)
     text = signing.sign_model_text(render_parsed(m), signing.load_private_key(keyfile))
     try:
         with open(output, "w", encoding="utf-8") as fp:
@@ -259,7 +260,7 @@ def sign(path: str, keyfile: str, output: str, allow_unsigned: bool) -> None:
               help="Require this signer (PEM public key).")
 def verify(path: str, pubkey: str | None) -> None:
     """Verify a signed model (exit 0 only if the signature verifies)."""
-    m = load_model(path, key=pubkey)
+    m = load_model(path, key=pubkey, allow_empty=True)
     if not m.signed or m.key_pem is None:
         raise InputError("model is not signed", source=path, field="signature")
     click.echo(f"OK {path}: signed by {_fingerprint(m.key_pem)}, {len(m.points)} points")

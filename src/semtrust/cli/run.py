@@ -23,6 +23,7 @@ from semtrust.orchestrator.run import RunOptions, run_domain
 @click.option("--enforce", is_flag=True, help="With --model: deny events outside it (EPERM).")
 @click.option("--model-key", type=click.Path(dir_okay=False),
               help="Public key the --model must be signed by.")
+@click.option("--allow-empty", is_flag=True, help="Accept a --model without points.")
 @click.option("--tpm", metavar="TCTI",
               help="TPM for the hardware aggregate and quotes, e.g. device:/dev/tpmrm0 or "
                    "swtpm:host=127.0.0.1,port=2321 (default $TPM2TOOLS_TCTI/$TCTI; 'none').")
@@ -47,7 +48,8 @@ from semtrust.orchestrator.run import RunOptions, run_domain
               help="When learning, do not add the default pseudonyms (/etc/ld.so.cache).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(name: str | None, output: str | None, trajectory: bool, model: str | None,
-        enforce: bool, model_key: str | None, tpm: str | None, pcr: int | None,
+        enforce: bool, model_key: str | None, allow_empty: bool, tpm: str | None,
+        pcr: int | None,
         base: str | None, tma_key: str | None, bundle: str | None, tma: str | None,
         tma_cert: str | None, tma_cert_key: str | None, tma_ca: str | None,
         export: str | None, pseudonyms: tuple[str, ...], no_default_pseudonyms: bool,
@@ -57,9 +59,13 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
         raise click.UsageError("--trajectory needs --output")
     if enforce and model is None:
         raise click.UsageError("--enforce needs --model")
+    if output is not None:
+        from semtrust.orchestrator.output import check_writable
+
+        check_writable(output)  # before the workload runs, not after hours of learning
     opts = RunOptions(command=command, name=name, output=output,
                       trajectory=trajectory, model=model, enforce=enforce,
-                      model_key=model_key, tpm=tpm, pcr=pcr,
+                      model_key=model_key, allow_empty=allow_empty, tpm=tpm, pcr=pcr,
                       base=hex32(base, "--base"), tma_key=tma_key, tma=tma, export=export,
                       tma_tls=_tls(tma_cert, tma_cert_key, tma_ca),
                       pseudonyms=[check_pseudonym_path(p) for p in pseudonyms],

@@ -67,7 +67,8 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
     """Print one coefficient per input event, in input order."""
     pseudonyms: frozenset[bytes] = frozenset()
     if model_path:
-        pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned).pseudonyms)
+        pseudonyms = frozenset(load_model(model_path, allow_unsigned=allow_unsigned,
+                                          allow_empty=True).pseudonyms)
     out = sys.stdout
     buf: list[str] = []
     coefficients = QuickCoefficients(pseudonyms)
@@ -100,6 +101,7 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
 @click.option("--model-key", type=click.Path(dir_okay=False),
               help="Require the model to be signed by this public key.")
 @click.option("--allow-unsigned", is_flag=True, help="Accept a model with a key but no signature.")
+@click.option("--allow-empty", is_flag=True, help="Accept a --model without points.")
 @click.option("--seal", is_flag=True, help="Seal before replaying: new points become forensics.")
 @click.option("--enforce", is_flag=True,
               help="Seal and count denials (as an enforcing sensor would).")
@@ -111,7 +113,8 @@ def points(trajectory: str, fmt: str | None, model_path: str | None, allow_unsig
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def replay(
     trajectory: str, fmt: str | None, model_path: str | None, model_key: str | None,
-    allow_unsigned: bool, seal: bool, enforce: bool, aggregate_hex: str | None,
+    allow_unsigned: bool, allow_empty: bool, seal: bool, enforce: bool,
+    aggregate_hex: str | None,
     base_hex: str | None, output_model: str | None, skip_invalid: bool, as_json: bool,
 ) -> None:
     """Run a trajectory through a TMA and print its measurement and state."""
@@ -119,7 +122,8 @@ def replay(
     aggregate = hex32(aggregate_hex, "--aggregate")
     tma = TMA(keep_events=False)
     if model_path:
-        model = load_model(model_path, key=model_key, allow_unsigned=allow_unsigned)
+        model = load_model(model_path, key=model_key, allow_unsigned=allow_unsigned,
+                           allow_empty=allow_empty)
         tma.load_model(model, base=base, aggregate=aggregate)
     else:
         if base is not None:

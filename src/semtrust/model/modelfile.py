@@ -3,16 +3,36 @@
 A model is a text file of ``aggregate``/``base``/``pseudonym``/``state``/
 ``seal``/``end`` lines, optionally preceded by a ``key`` line and followed by a
 ``signature`` line. The signature covers every line before it, each followed by
-one NUL byte. Unlike the reference loader, a model that names a key but carries
-no signature is refused unless the caller allows unsigned models: a stripped
-signature must not downgrade a signed model silently.
+one NUL byte (the reference encoding, spec §4.3). Unlike the reference loader, a
+model that names a key but carries no signature is refused unless the caller
+allows unsigned models: a stripped signature must not downgrade a signed model
+silently.
+
+Why the signed bytes identify the model. The reference accepts any bytes in a
+line, so the lines ``a``, ``b`` and the single line ``a<NUL>b`` sign alike and a
+signed model can be rewritten into a comment that hides its points. Here every
+line must be printable text (``str.isprintable``: no NUL, no other control
+character, no line or paragraph separator, no format character) and valid
+UTF-8. UTF-8 puts a zero byte only in the encoding of U+0000, which no accepted
+line contains, so the signed bytes ``l1 NUL l2 NUL ... lk NUL`` split at their
+NUL bytes give back exactly ``l1 ... lk``: the encoding is injective, two
+different accepted line sequences never sign alike, and what a model means is
+a function of its lines. The file itself is those lines, each ended by ``\n``
+(a missing final newline is refused, which also catches truncated files).
+
+The grammar is exact: one keyword, one space, one value; no leading, trailing
+or doubled white space, no CR, at most one ``key``, ``aggregate``, ``base``,
+``seal`` and ``end``; after ``end`` only comments and the signature; nothing
+after the signature. A ``state`` after ``seal`` is refused (the reference
+errors too).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +45,12 @@ from semtrust.events.numbers import hexbytes
 from semtrust.model.tma import TMA
 
 MAX_MODEL_BYTES = 64 << 20
+#: Longest accepted line: a key line of a 16384-bit RSA key or a described point
+#: fits many times over; anything longer is not a model.
+MAX_LINE = 64 << 10
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_ONCE = ("key", "aggregate", "base", "seal", "end")
 
 
 @dataclass
@@ -43,13 +69,55 @@ class Model:
     signed: bool = False
     digest: bytes = b""
     body_lines: list[str] = field(default_factory=list)
+    signed_data: bytes = b""
+
+
+def signed_bytes(lines: Iterable[str]) -> bytes:
+    """The bytes a signature covers: each line as UTF-8 followed by one NUL byte.
+
+    Injective over lines that pass :func:`check_line` (see the module docstring).
+    """
+    return b"".join(line.encode("utf-8") + b"\0" for line in lines)
+
+
+def check_line(line: str) -> str | None:
+    """Why ``line`` (without its newline) cannot be a model line, or None."""
+    if len(line) > MAX_LINE:
+        return f"line longer than {MAX_LINE} characters"
+    if line.isprintable():
+        return None
+    for i, ch in enumerate(line):
+        if not ch.isprintable():
+            what = "a CR (DOS line end)" if ch == "\r" else f"character U+{ord(ch):04X}"
+            return f"{what} at column {i + 1}: model lines are printable text only"
+    return None  # pragma: no cover - isprintable() was False, so a character failed
 
 
 def _hex32(text: str, source: str, line: int, what: str) -> bytes:
+    if _HEX64.fullmatch(text) is None:
+        try:
+            hexbytes(text, what, 32)  # its message says what is wrong
+        except InputError as exc:
+            raise ModelError(exc.message, source=source, line=line, field=what) from None
+        raise ModelError("expected 64 hex digits", source=source, line=line, field=what)
+    return bytes.fromhex(text)
+
+
+def _split_lines(data: bytes, source: str) -> list[str]:
     try:
-        return hexbytes(text.strip(), what, 32)
-    except InputError as exc:
-        raise ModelError(exc.message, source=source, line=line, field=what) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ModelError(f"not UTF-8 text (byte {exc.start})", source=source,
+                         line=line) from None
+    if not text:
+        return []
+    lines = text.split("\n")
+    if lines[-1] != "":
+        raise ModelError("last line has no newline (truncated file?)", source=source,
+                         line=len(lines))
+    lines.pop()
+    return lines
 
 
 def parse_model(
@@ -58,68 +126,87 @@ def parse_model(
     source: str = "<model>",
     key_pem: bytes | None = None,
     allow_unsigned: bool = False,
+    allow_empty: bool = True,
 ) -> Model:
-    """Parse and, where signed, verify a model; ``key_pem`` pins the expected signer."""
+    """Parse and, where signed, verify a model; ``key_pem`` pins the expected signer.
+
+    ``allow_empty=False`` refuses a model without a single ``state`` line.
+    """
     model = Model(source=source, digest=hashlib.sha256(data).digest())
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ModelError(f"not UTF-8 text (byte {exc.start})", source=source) from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
     signed_data = bytearray()
+    seen: set[str] = set()
     signature_seen = False
-    for n, raw in enumerate(lines, 1):
-        line = raw[:-1] if raw.endswith("\r") else raw
+    for n, line in enumerate(_split_lines(data, source), 1):
+        problem = check_line(line)
+        if problem is not None:
+            word = line.split(" ", 1)[0][:20]
+            raise ModelError(problem, source=source, line=n,
+                             field=word if word.isprintable() and word else None)
         if signature_seen:
             raise ModelError("content after the signature line", source=source, line=n)
-        if line.startswith("signature "):
+        word, sep, value = line.partition(" ")
+        if word == "signature" and sep:
             if model.key_pem is None:
                 raise ModelError("signature without a key line", source=source, line=n,
                                  field="signature")
             from semtrust.model import signing  # cryptography loads only for signed models
 
             try:
-                signing.verify_model_signature(model.key_pem, bytes(signed_data), line[10:])
+                signing.verify_model_signature(model.key_pem, bytes(signed_data), value)
             except SignatureError as exc:
                 raise SignatureError(exc.message, source=source, line=n,
                                      field="signature") from None
             model.signed = True
             signature_seen = True
             continue
-        signed_data += line.encode() + b"\0"
-        if model.ended and not line.startswith("#"):
-            raise ModelError("content after 'end'", source=source, line=n)
-        if line.startswith("#"):
+        signed_data += line.encode("utf-8") + b"\0"
+        if word.startswith("#"):
             model.comments.append(line)
-        elif line.startswith("key "):
-            if model.key_pem is not None:
-                raise ModelError("more than one key line", source=source, line=n, field="key")
-            from semtrust.model import signing
+            model.body_lines.append(line)
+            continue
+        if word in _ONCE:
+            if word in seen:
+                raise ModelError(f"more than one '{word}' line", source=source, line=n,
+                                 field=word)
+            seen.add(word)
+        if model.ended:
+            raise ModelError("content after 'end' (only comments and the signature may "
+                             "follow)", source=source, line=n, field=word[:20] or None)
+        if word in ("seal", "end"):
+            if sep:
+                raise ModelError(f"'{word}' takes no value", source=source, line=n,
+                                 field=word)
+            if word == "seal":
+                model.sealed = True
+            else:
+                model.ended = True
+        elif word in ("key", "base", "aggregate", "state", "pseudonym"):
+            if not sep or not value or value != value.strip(" ") or "  " in line:
+                raise ModelError("expected one space and a value, no other white space",
+                                 source=source, line=n, field=word)
+            if word == "key":
+                from semtrust.model import signing
 
-            try:
-                model.key_pem = signing.decode_key_line(line[4:])
-            except SignatureError as exc:
-                raise SignatureError(exc.message, source=source, line=n, field="key") from None
-        elif line.startswith("base "):
-            model.base = _hex32(line[5:], source, n, "base")
-        elif line.startswith("aggregate "):
-            model.aggregate = _hex32(line[10:], source, n, "aggregate")
-        elif line.startswith("state "):
-            if model.sealed:
-                raise ModelError("state after seal", source=source, line=n, field="state")
-            model.points.append(_hex32(line[6:], source, n, "state"))
-        elif line.startswith("pseudonym "):
-            model.pseudonyms.append(_hex32(line[10:], source, n, "pseudonym"))
-        elif line == "seal":
-            model.sealed = True
-        elif line == "end":
-            model.ended = True
+                try:
+                    model.key_pem = signing.decode_key_line(value)
+                except SignatureError as exc:
+                    raise SignatureError(exc.message, source=source, line=n,
+                                         field="key") from None
+            elif word == "base":
+                model.base = _hex32(value, source, n, "base")
+            elif word == "aggregate":
+                model.aggregate = _hex32(value, source, n, "aggregate")
+            elif word == "state":
+                if model.sealed:
+                    raise ModelError("state after seal", source=source, line=n, field="state")
+                model.points.append(_hex32(value, source, n, "state"))
+            else:
+                model.pseudonyms.append(_hex32(value, source, n, "pseudonym"))
         else:
-            word = line.split(" ", 1)[0][:40] or "(empty line)"
-            raise ModelError(f"unknown model line {word!r}", source=source, line=n)
+            raise ModelError(f"unknown model line {word[:40] or '(empty line)'!r}",
+                             source=source, line=n)
         model.body_lines.append(line)
+    model.signed_data = bytes(signed_data)
     if model.key_pem is not None and not model.signed and not allow_unsigned:
         raise SignatureError(
             "model names a signing key but has no signature (use --allow-unsigned to accept)",
@@ -134,6 +221,10 @@ def parse_model(
         if not signing.same_public_key(model.key_pem, key_pem):
             raise SignatureError("model is signed by a different key than the one required",
                                  source=source, field="key")
+    if not model.points and not allow_empty:
+        raise ModelError("model has no points, so it would deny everything (an empty or "
+                         "truncated file?); use --allow-empty to accept it",
+                         source=source, field="state")
     return model
 
 
@@ -142,12 +233,18 @@ def load_model(
     *,
     key: str | Path | None = None,
     allow_unsigned: bool = False,
+    allow_empty: bool = False,
 ) -> Model:
-    """Read, parse and verify a model file; ``key`` is a PEM public key pinning the signer."""
+    """Read, parse and verify a model file; ``key`` is a PEM public key pinning the signer.
+
+    A model without points is refused unless ``allow_empty``: enforcing it would deny
+    every event, and an empty file is far more often a failed write than an intent.
+    """
     source = str(path)
     data = _read_bounded(path, source)
     key_pem = _read_bounded(key, str(key)) if key is not None else None
-    return parse_model(data, source=source, key_pem=key_pem, allow_unsigned=allow_unsigned)
+    return parse_model(data, source=source, key_pem=key_pem, allow_unsigned=allow_unsigned,
+                       allow_empty=allow_empty)
 
 
 def _read_bounded(path: str | Path, source: str) -> bytes:

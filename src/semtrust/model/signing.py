@@ -2,13 +2,14 @@
 
 The ``key`` line carries Base64 of the PEM public key text; the ``signature``
 line carries Base64 of the signature over every preceding line, each followed
-by one NUL byte.
+by one NUL byte (``modelfile.signed_bytes``; why that encoding cannot be forged
+once lines are printable text is argued in ``semtrust.model.modelfile``). Both
+Base64 values must be canonical.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from pathlib import Path
 
@@ -17,16 +18,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from semtrust.errors import InputError, SignatureError
+from semtrust.strict import b64decode_canonical
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
 
 def _b64decode(text: str, what: str) -> bytes:
+    """Canonical Base64 only: the signature line is outside the signed bytes, so a
+    second spelling of the same signature would be a second file that verifies."""
     try:
-        return base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise SignatureError(f"{what} is not valid Base64") from None
+        return b64decode_canonical(text, what)
+    except InputError as exc:
+        raise SignatureError(exc.message) from None
 
 
 def decode_key_line(text: str) -> bytes:
@@ -163,9 +167,15 @@ def sign_model_text(body: str, key: PrivateKey) -> str:
     """A signed model: ``key`` line, ``body`` lines, ``signature`` line."""
     if not isinstance(key, rsa.RSAPrivateKey):
         raise InputError("model signing keys must be RSA (the reference format)", field="--key")
+    from semtrust.model.modelfile import check_line, signed_bytes
+
     lines = [f"key {base64.b64encode(public_pem(key)).decode()}"]
     lines += body.rstrip("\n").split("\n")
-    data = b"".join(line.encode() + b"\0" for line in lines)
+    for n, line in enumerate(lines[1:], 1):
+        problem = check_line(line)
+        if problem is not None:  # never sign what the loader would refuse
+            raise InputError(problem, line=n)
+    data = signed_bytes(lines)
     sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     lines.append(f"signature {base64.b64encode(sig).decode()}")
     return "\n".join(lines) + "\n"

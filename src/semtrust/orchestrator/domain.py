@@ -255,12 +255,11 @@ class Domain:
             return "".join(line + "\n" for line in lines)
 
     def write_output(self, path: str, trajectory: bool) -> None:
-        data = self.render_output(trajectory)
-        tmp = f"{path}.tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            fp.write(data)
-        os.replace(tmp, path)
+        """Write ``--output`` atomically; an OSError's ``strerror`` names the fallback copy."""
+        from semtrust.orchestrator.output import write_output
+
+        write_output(path, self.render_output(trajectory),
+                     what="trajectory" if trajectory else "model")
 
 
 def _pidns(pid: int) -> int | None:

@@ -26,14 +26,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semtrust.errors import SemtrustError
+from semtrust.errors import InputError, SemtrustError
 from semtrust.orchestrator.feed import follow_stream
+from semtrust.strict import loads_limited, loads_strict
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
 
 MAX_REQUEST = 64 << 10
 MAX_RESPONSE = 256 << 20
+#: Requests are flat objects; a little room for structured options, no more.
+MAX_REQUEST_DEPTH = 4
 SO_PEERPIDFD = 77
 SHOW_VIEWS = ("trajectory", "forensics", "points", "counts", "state", "measurement", "model",
               "aggregate", "faults", "stats")
@@ -73,7 +76,10 @@ def register_request(op: str, handler: Handler) -> None:
 
 
 def send_msg(sock: socket.socket, obj: Any, limit: int) -> None:
-    data = json.dumps(obj, separators=(",", ":")).encode()
+    try:
+        data = json.dumps(obj, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        data = json.dumps({"ok": False, "error": f"unencodable response: {exc}"}).encode()
     if len(data) > limit:
         data = json.dumps({"ok": False, "error": "response too large"}).encode()
     sock.sendall(struct.pack(">I", len(data)) + data)
@@ -89,14 +95,21 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def recv_msg(sock: socket.socket, limit: int) -> Any:
+def recv_msg(sock: socket.socket, limit: int, *, strict: bool = False) -> Any:
+    """One message. ``strict`` (requests, from a peer we do not trust) also refuses
+    duplicate keys and nesting beyond ``MAX_REQUEST_DEPTH``; replies are parsed fast
+    with depth limits only. Every malformed message is a MgmtError, never a traceback."""
     (n,) = struct.unpack(">I", _recv_exact(sock, 4))
     if n > limit:
         raise MgmtError(f"message of {n} bytes exceeds the limit of {limit}")
+    data = _recv_exact(sock, n)
     try:
-        return json.loads(_recv_exact(sock, n))
-    except (ValueError, UnicodeDecodeError):
-        raise MgmtError("malformed JSON message") from None
+        if strict:
+            return loads_strict(data, source="request", max_depth=MAX_REQUEST_DEPTH,
+                                max_bytes=limit)
+        return loads_limited(data, source="reply", max_bytes=limit)
+    except InputError as exc:
+        raise MgmtError(f"malformed message: {exc}") from None
 
 
 # ------------------------------------------------------------------- paths
@@ -230,8 +243,12 @@ class MgmtServer:
                 return
             while True:
                 try:
-                    req = recv_msg(conn, MAX_REQUEST)
-                except (EOFError, OSError, MgmtError):
+                    req = recv_msg(conn, MAX_REQUEST, strict=True)
+                except (EOFError, OSError):
+                    return
+                except MgmtError as exc:  # answer, then drop a peer that sends garbage
+                    with contextlib.suppress(OSError):
+                        send_msg(conn, {"ok": False, "error": str(exc)}, MAX_RESPONSE)
                     return
                 try:
                     if not isinstance(req, dict) or not isinstance(req.get("op"), str):

@@ -47,6 +47,7 @@ class RunOptions:
     # Paths whose content digest is replaced by the zero-length digest (spec §2.5).
     pseudonyms: Sequence[str] = ()
     default_pseudonyms: bool = True
+    allow_empty: bool = False
 
     def trust_options(self) -> TrustOptions:
         return TrustOptions(tcti=self.tpm, pcr=self.pcr, base=self.base,
@@ -63,7 +64,7 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
     tma = TMA() if opts.tma is None and opts.export is None else \
         remote_tma(opts, trust.name if trust is not None else opts.name)
     if opts.model is not None:
-        model = load_model(opts.model, key=opts.model_key)
+        model = load_model(opts.model, key=opts.model_key, allow_empty=opts.allow_empty)
         if trust is not None:
             trust.prepare(tma, model)
         else:

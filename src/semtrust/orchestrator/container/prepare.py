@@ -91,7 +91,8 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             base=opts.base.hex() if opts.base else None, tma_key=opts.tma_key,
             runc_global=list(runc_global), tma=opts.tma, export=opts.export,
             tma_tls=list(opts.tma_tls) if opts.tma_tls else None,
-            pseudonyms=list(opts.pseudonyms), default_pseudonyms=opts.default_pseudonyms)
+            pseudonyms=list(opts.pseudonyms), default_pseudonyms=opts.default_pseudonyms,
+            allow_empty=opts.allow_empty)
         plan.save()
         return plan
     except BaseException:

@@ -59,6 +59,7 @@ class Plan:
     export: str | None = None
     pseudonyms: list[str] = field(default_factory=list)
     default_pseudonyms: bool = True
+    allow_empty: bool = False
 
     def save(self) -> Path:
         path = Path(self.state_dir) / "plan.json"
@@ -82,7 +83,8 @@ class Plan:
                           tma_key=self.tma_key, model_key=self.model_key, tma=self.tma,
                           tma_tls=_tls_files(self.tma_tls), export=self.export,
                           pseudonyms=list(self.pseudonyms),
-                          default_pseudonyms=self.default_pseudonyms)
+                          default_pseudonyms=self.default_pseudonyms,
+                          allow_empty=self.allow_empty)
 
     def runc_argv(self, *args: str) -> list[str]:
         return [self.runc, *self.runc_global, "--root", self.runc_root, *args]
