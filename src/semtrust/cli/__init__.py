@@ -27,6 +27,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "attest": ("semtrust.cli.attest", "attest"),  # [issue5]
     "verify": ("semtrust.cli.attest", "verify"),
     "oci": ("semtrust.cli.oci", "oci"),  # [issue4]
+    "verifier": ("semtrust.cli.fleet", "verifier"),
+    "agent": ("semtrust.cli.fleet", "agent"),
 }
 
 
