@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -255,8 +255,10 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             raise FleetError(400, "body is not JSON") from None
         try:
             req = PushRequest.model_validate(raw)
-        except ValueError as exc:
-            raise FleetError(422, f"body: {str(exc).splitlines()[0]}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise FleetError(422, f"{where}: {first['msg']}") from None
         ids = registry.accept(host, req.nonce, req.attestations, req.forensics)
         appraiser.wake.set()
         return {"accepted": len(ids), "ids": ids}
