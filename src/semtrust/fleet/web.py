@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,35 @@ __all__ = ["add_pages"]
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+def event_summary(line: str) -> str:
+    """One readable line for a forensic event record: its type, process and paths."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return line[:200]
+    if not isinstance(rec, dict) or not isinstance(rec.get("event"), dict):
+        return line[:200]
+    ev = rec["event"]
+    paths: list[str] = []
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("pathname", "path", "filename") and isinstance(v, str):
+                    paths.append(v)
+                else:
+                    walk(v)
+
+    walk({k: v for k, v in rec.items() if k not in ("event", "export")})
+    out = f"{ev.get('type', '?')} by {ev.get('process', '?')} (pid {ev.get('pid', '?')})"
+    return out + (": " + ", ".join(paths[:4]) if paths else "")
+
+
 def add_pages(app: FastAPI, engine: Engine) -> None:
     env = Environment(loader=FileSystemLoader(TEMPLATES),
                       autoescape=select_autoescape(["html"]))
     env.filters["ago"] = views.ago
+    env.filters["event_summary"] = event_summary
     env.filters["short"] = lambda s: (s[:12] + "…") if isinstance(s, str) and len(s) > 12 \
         else (s or "")
 
