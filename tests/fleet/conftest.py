@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.services import Mosquitto, Postgres
+from tests.fleet.services import Host, Mosquitto, Postgres
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +35,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'verifier.db'}"
     pg: Postgres = request.getfixturevalue("postgres")
     return pg.new_database()
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    h = Host(tmp_path)
+    try:
+        yield h
+    finally:
+        h.close()

@@ -124,7 +124,8 @@ class Mosquitto:
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"mosquitto exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read() if self.proc.stderr else b""
+            raise AssertionError(f"mosquitto exited: {err!r}")
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.port)) == 0
 
@@ -232,3 +233,61 @@ def verifier(db: str, tmp: Path, **kw: Any) -> Iterator[VerifierProcess]:
         yield v
     finally:
         v.close()
+
+
+# ------------------------------------------------------------------ a host with domains
+# Goes round its loop until the stop file appears; with the deviate file present it
+# opens /etc/passwd, which the learned model has never seen.
+LOOP = ('while [ ! -e "$1/stop" ]; do if [ -e "$1/deviate" ]; then : </etc/passwd; fi; '
+        'sleep 0.05; done')
+
+
+class Host:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        rt = tmp / "run"
+        rt.mkdir(mode=0o700)
+        self.ctl = tmp / "ctl"
+        self.ctl.mkdir()
+        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(rt),
+                    "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+        for k in ("TPM2TOOLS_TCTI", "TCTI"):
+            self.env.pop(k, None)
+        self.sock_dir = rt / "semtrust"
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def cli(self, *args: str) -> str:
+        r = subprocess.run([*SEMTRUST, *args], env=self.env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
+        return r.stdout
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([*SEMTRUST, *args], env=self.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def domain(self, name: str, *opts: str) -> subprocess.Popen[str]:
+        (self.ctl / "stop").unlink(missing_ok=True)
+        p = self.start("run", "--name", name, *opts, "--", "/bin/sh", "-c", LOOP, "sh",
+                       str(self.ctl))
+        wait_for(lambda: (self.sock_dir / f"{name}.sock").exists() or p.poll() is not None,
+                 f"domain {name}")
+        assert p.poll() is None, p.communicate()
+        return p
+
+    def stop_domain(self, p: subprocess.Popen[str]) -> None:
+        (self.ctl / "stop").touch()
+        p.communicate(timeout=60)
+
+    def close(self) -> None:
+        (self.ctl / "stop").touch()
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()

@@ -10,84 +10,17 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fleet.services import SEMTRUST, Mosquitto, Subscriber, verifier, wait_for
+from tests.fleet.services import Host, Mosquitto, Subscriber, verifier, wait_for
 from tests.integration.needs import need
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
                                 reason="seccomp sensor is x86_64 Linux only")
 TOKEN = "operator-token-e2e-0123456789"
-# Goes round its loop until the stop file appears; with the deviate file present it
-# opens /etc/passwd, which the learned model has never seen.
-LOOP = ('while [ ! -e "$1/stop" ]; do if [ -e "$1/deviate" ]; then : </etc/passwd; fi; '
-        'sleep 0.05; done')
-
-
-class Host:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        rt = tmp / "run"
-        rt.mkdir(mode=0o700)
-        self.ctl = tmp / "ctl"
-        self.ctl.mkdir()
-        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(rt),
-                    "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-        for k in ("TPM2TOOLS_TCTI", "TCTI"):
-            self.env.pop(k, None)
-        self.sock_dir = rt / "semtrust"
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def cli(self, *args: str) -> str:
-        r = subprocess.run([*SEMTRUST, *args], env=self.env, capture_output=True, text=True,
-                           timeout=120)
-        assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
-        return r.stdout
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen([*SEMTRUST, *args], env=self.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-        self.procs.append(p)
-        return p
-
-    def domain(self, name: str, *opts: str) -> subprocess.Popen[str]:
-        (self.ctl / "stop").unlink(missing_ok=True)
-        p = self.start("run", "--name", name, *opts, "--", "/bin/sh", "-c", LOOP, "sh",
-                       str(self.ctl))
-        wait_for(lambda: (self.sock_dir / f"{name}.sock").exists() or p.poll() is not None,
-                 f"domain {name}")
-        assert p.poll() is None, p.communicate()
-        return p
-
-    def stop_domain(self, p: subprocess.Popen[str]) -> None:
-        (self.ctl / "stop").touch()
-        p.communicate(timeout=60)
-
-    def close(self) -> None:
-        (self.ctl / "stop").touch()
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.communicate(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.communicate()
-
-
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    h = Host(tmp_path)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
 def chromium(tmp: Path, url: str, *, screenshot: Path | None = None) -> str:
     exe = shutil.which("chromium")
     need(exe is not None, "chromium not installed (Debian package chromium)")
@@ -158,14 +91,14 @@ def test_enroll_push_deviate_alert_page_stale(db_url: str, host: Host, tmp_path:
         assert '<span id="status" class="status status-untrusted">untrusted</span>' in page
         # The forensic event the agent delivered, summarised.
         assert "file_open by sh" in page and ": /etc/passwd</div>" in page, page
-        shot = tmp_path / "fleet.png"
-        chromium(tmp_path, v.url + "/hosts/node-1/domains/web", screenshot=shot)
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("SEMTRUST_KEEP_SCREENSHOT"):
-            shutil.copy(shot, os.environ["SEMTRUST_KEEP_SCREENSHOT"])
-        chromium(tmp_path, v.url + "/", screenshot=tmp_path / "index.png")
-        if os.environ.get("SEMTRUST_KEEP_SCREENSHOT"):
-            shutil.copy(tmp_path / "index.png", os.environ["SEMTRUST_KEEP_SCREENSHOT"] + ".index.png")
+        # Screenshots render (kept for a human look with SEMTRUST_KEEP_SCREENSHOT=DIR).
+        keep = os.environ.get("SEMTRUST_KEEP_SCREENSHOT")
+        for page_name, path in (("domain", "/hosts/node-1/domains/web"), ("index", "/")):
+            shot = tmp_path / f"{page_name}.png"
+            chromium(tmp_path, v.url + path, screenshot=shot)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+            if keep:
+                shutil.copy(shot, Path(keep) / shot.name)
 
         agent.terminate()
         agent.communicate(timeout=30)

@@ -36,7 +36,7 @@ class _FleetCollector(Collector):
         try:
             with self.engine.connect() as conn:
                 counts: dict[str, int] = dict(conn.execute(select(domains.c.status, func.count())
-                                           .group_by(domains.c.status)).tuples().all())
+                                           .group_by(domains.c.status)).all())
                 waiting = conn.execute(select(func.count()).select_from(appraisals)
                                        .where(appraisals.c.state != "done")).scalar_one()
         except DBAPIError:
