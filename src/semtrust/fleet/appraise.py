@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Float, and_, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -86,6 +86,10 @@ class Appraiser:
         self._versions: dict[str, str] = {}
         self._threads: list[threading.Thread] = []
         self.db_ok = True
+        # Replica groups to compare again; done at most once a second per group, since
+        # a group may hold thousands of domains.
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
 
     # -- background loops ------------------------------------------------------------
     def start(self) -> None:
@@ -117,12 +121,27 @@ class Appraiser:
         while not self._stop.wait(1.0):
             try:
                 self.sweep_stale()
+                self.flush_replicas()
             except DBAPIError:
                 self.db_ok = False
 
+    def flush_replicas(self) -> None:
+        with self._dirty_lock:
+            groups, self._dirty = self._dirty, set()
+        try:
+            self.compare_replicas(groups)
+        except DBAPIError:
+            with self._dirty_lock:
+                self._dirty |= groups
+            raise
+
     # -- one batch ---------------------------------------------------------------------
     def run_once(self) -> int:
-        """Claim, appraise and store one batch; the number of documents appraised."""
+        """Claim, appraise and store one batch; the number of documents appraised.
+
+        Statements are batched (one per table, not per document): a database round
+        trip costs more than appraising a document.
+        """
         changes: list[dict[str, Any]] = []
         groups: set[str] = set()
         with self.engine.begin() as conn:
@@ -130,28 +149,30 @@ class Appraiser:
             if not rows:
                 return 0
             latest: dict[int, tuple[int, float, dict[str, Any], Outcome]] = {}
+            done: list[dict[str, Any]] = []
             for row in rows:
                 doc = json.loads(row.doc)
                 outcome = self._appraise(conn, row.host_id, doc, row.nonce)
                 now = time.time()
-                conn.execute(update(appraisals).where(appraisals.c.id == row.id).values(
-                    state="done", appraised_at=now, trusted=outcome.trusted,
-                    result="trusted" if outcome.trusted else "untrusted",
-                    checks=json.dumps([[c.name, c.status, c.reason] for c in outcome.checks])))
-                self.observe("trusted" if outcome.trusted else "untrusted",
-                             now - row.received_at)
+                result = "trusted" if outcome.trusted else "untrusted"
+                done.append({"aid": row.id, "appraised_at": now, "trusted": outcome.trusted,
+                             "result": result,
+                             "checks": json.dumps([[c.name, c.status, c.reason]
+                                                   for c in outcome.checks])})
+                self.observe(result, now - row.received_at)
                 prev = latest.get(row.domain_id)
                 if prev is None or prev[0] < row.id:
                     latest[row.domain_id] = (row.id, row.received_at, doc, outcome)
-            for did in sorted(latest):
-                aid, received, doc, outcome = latest[did]
-                change = self._set_domain(conn, did, aid, received, doc, outcome)
-                if change is not None:
-                    changes.append(change)
-                groups.add(group_key(doc, str(doc["domain"])))
+            conn.execute(update(appraisals).where(appraisals.c.id == bindparam("aid"))
+                         .values(state="done", appraised_at=bindparam("appraised_at"),
+                                 trusted=bindparam("trusted"), result=bindparam("result"),
+                                 checks=bindparam("checks")), done)
+            changes = self._set_domains(conn, latest)
+            groups = {group_key(doc, str(doc["domain"])) for _, _, doc, _ in latest.values()}
         for change in changes:
             self.emit(change)
-        self.compare_replicas(groups)
+        with self._dirty_lock:
+            self._dirty |= groups
         return len(rows)
 
     def _claim(self, conn: Connection) -> list[Any]:
@@ -220,30 +241,43 @@ class Appraiser:
         return Outcome(not any(c.failed for c in checks), checks,
                        self._versions.get(digest) if digest else None)
 
-    def _set_domain(self, conn: Connection, did: int, aid: int, received: float,
-                    doc: Mapping[str, Any], outcome: Outcome) -> dict[str, Any] | None:
-        """Store the newest result on the domain; the alert event if its status changed."""
-        cur = conn.execute(select(domains.c.status, domains.c.name, domains.c.last_appraisal_id,
-                                  hosts.c.name.label("host"))
+    def _set_domains(self, conn: Connection,
+                     latest: Mapping[int, tuple[int, float, dict[str, Any], Outcome]]
+                     ) -> list[dict[str, Any]]:
+        """Store each domain's newest result; the alert events of status changes."""
+        cur = conn.execute(select(domains.c.id, domains.c.status, domains.c.name,
+                                  domains.c.last_appraisal_id, hosts.c.name.label("host"))
                            .join(hosts, hosts.c.id == domains.c.host_id)
-                           .where(domains.c.id == did).with_for_update()).one()
-        if cur.last_appraisal_id >= aid:
-            return None  # a newer document was appraised already
-        status = "trusted" if outcome.trusted else "untrusted"
+                           .where(domains.c.id.in_(sorted(latest))).order_by(domains.c.id)
+                           .with_for_update(of=domains)).all()
         now = time.time()
-        values: dict[str, Any] = dict(
-            mode=str(doc["mode"])[:16], model_digest=doc["model_digest"], base=doc["base"],
-            state=doc["state"], forensics=int(doc["forensics"]),
-            group_key=group_key(doc, cur.name), last_attestation=received,
-            last_appraisal_id=aid, reason=outcome.reason, status=status)
-        if status != cur.status:
-            values["changed_at"] = now
-        conn.execute(update(domains).where(domains.c.id == did).values(**values))
-        if status == cur.status:
-            return None
-        return {"type": "status", "host": cur.host, "domain": cur.name, "status": status,
-                "previous": cur.status, "time": now, "reason": outcome.reason,
-                "model": outcome.model_version, "forensics": int(doc["forensics"])}
+        params: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for d in cur:
+            aid, received, doc, outcome = latest[d.id]
+            if d.last_appraisal_id >= aid:
+                continue  # a newer document was appraised already
+            status = "trusted" if outcome.trusted else "untrusted"
+            params.append({
+                "did": d.id, "mode": str(doc["mode"])[:16], "model_digest": doc["model_digest"],
+                "base": doc["base"], "state": doc["state"], "forensics": int(doc["forensics"]),
+                "group_key": group_key(doc, d.name), "last_attestation": received,
+                "last_appraisal_id": aid, "reason": outcome.reason, "status": status,
+                "changed_at": now if status != d.status else None})
+            if status != d.status:
+                changes.append({"type": "status", "host": d.host, "domain": d.name,
+                                "status": status, "previous": d.status, "time": now,
+                                "reason": outcome.reason, "model": outcome.model_version,
+                                "forensics": int(doc["forensics"])})
+        if params:
+            cols = ("mode", "model_digest", "base", "state", "forensics", "group_key",
+                    "last_attestation", "last_appraisal_id", "reason", "status")
+            values: dict[str, Any] = {c: bindparam(c) for c in cols}
+            values["changed_at"] = func.coalesce(bindparam("changed_at", type_=Float),
+                                                 domains.c.changed_at)
+            conn.execute(update(domains).where(domains.c.id == bindparam("did"))
+                         .values(**values), params)
+        return changes
 
     # -- replicas and staleness -----------------------------------------------------------
     def compare_replicas(self, keys: Iterable[str]) -> None:
@@ -254,7 +288,8 @@ class Appraiser:
                     select(domains.c.id, domains.c.name, domains.c.state, domains.c.replica,
                            hosts.c.name.label("host"))
                     .join(hosts, hosts.c.id == domains.c.host_id)
-                    .where(domains.c.group_key == key, domains.c.status != "stale")).all()
+                    .where(domains.c.group_key == key, domains.c.status != "stale")
+                    .order_by(domains.c.id)).all()
                 flags = replica_flags({r.id: r.state for r in rows})
                 for r in rows:
                     flag = flags[r.id]

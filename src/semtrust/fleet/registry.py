@@ -185,14 +185,21 @@ class Registry:
             if used != 1:
                 raise FleetError(409, "nonce: not issued to this host, already used or expired "
                                       "(a replayed attestation?)")
-            ids = []
-            for doc in docs:
-                did = self._domain_id(conn, host.id, str(doc["domain"]), now)
-                ids.append(conn.execute(insert(appraisals).values(
-                    domain_id=did, nonce=nonce, doc=json.dumps(doc, separators=(",", ":")),
-                    received_at=now, state="queued", claims=0).returning(appraisals.c.id)
-                ).scalar_one())
-                self._events(conn, did, events.get(str(doc["domain"])), now)
+            known = dict(conn.execute(select(domains.c.name, domains.c.id).where(
+                domains.c.host_id == host.id, domains.c.name.in_(sorted(seen)))).all())
+            for name in sorted(seen - set(known)):
+                known[name] = self._domain_id(conn, host.id, name, now)
+            rows = [{"domain_id": known[str(doc["domain"])], "nonce": nonce,
+                     "doc": json.dumps(doc, separators=(",", ":")), "received_at": now,
+                     "state": "queued", "claims": 0} for doc in docs]
+            ids = list(conn.execute(insert(appraisals).returning(appraisals.c.id,
+                                                                 sort_by_parameter_order=True),
+                                    rows).scalars())
+            for name, ev in events.items():
+                if name not in known:
+                    raise FleetError(400, f"forensics: domain {name[:64]!r} has no attestation "
+                                          "in this push")
+                self._events(conn, known[name], ev, now)
         return ids
 
     @staticmethod
