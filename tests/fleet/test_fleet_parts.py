@@ -58,3 +58,22 @@ def test_operator_token_and_mqtt_urls() -> None:
     for bad in ("http://broker/t", "mqtt:///t", "mqtt://b/t/%23", "mqtt://b/t/+"):
         with pytest.raises(InputError):
             parse_mqtt_url(bad)
+
+
+def test_systemd_units_use_existing_options() -> None:
+    import re
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from semtrust.cli import main
+
+    units = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
+    for unit in ("semtrust-agent.service", "semtrust-verifier.service"):
+        text = (units / unit).read_text()
+        exec_line = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+        words = exec_line.split()[1:]  # after ExecStart=/path/semtrust
+        cmd = words[:next(i for i, w in enumerate(words) if w.startswith("-"))]
+        help_text = CliRunner().invoke(main, [*cmd, "--help"]).output
+        for opt in re.findall(r"(--[a-z-]+)", exec_line):
+            assert opt in help_text, (unit, opt)

@@ -17,6 +17,7 @@ the same state; the minority is flagged ``odd``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -39,6 +40,7 @@ from semtrust.model.modelfile import parse_model
 
 __all__ = ["Appraiser", "Outcome", "group_key", "replica_flags"]
 
+log = logging.getLogger("semtrust.fleet.appraise")
 Emit = Callable[[dict[str, Any]], None]
 Observe = Callable[[str, float], None]
 
@@ -113,6 +115,10 @@ class Appraiser:
                 self.db_ok = False
                 n = 0
                 self._stop.wait(1.0)
+            except Exception:  # keep the worker alive; the batch rolled back
+                log.exception("appraisal batch failed")
+                n = 0
+                self._stop.wait(1.0)
             if n == 0:
                 self.wake.wait(0.25)
                 self.wake.clear()
@@ -124,6 +130,8 @@ class Appraiser:
                 self.flush_replicas()
             except DBAPIError:
                 self.db_ok = False
+            except Exception:
+                log.exception("stale sweep failed")
 
     def flush_replicas(self) -> None:
         with self._dirty_lock:
@@ -152,7 +160,14 @@ class Appraiser:
             done: list[dict[str, Any]] = []
             for row in rows:
                 doc = json.loads(row.doc)
-                outcome = self._appraise(conn, row.host_id, doc, row.nonce)
+                try:
+                    outcome = self._appraise(conn, row.host_id, doc, row.nonce)
+                except DBAPIError:
+                    raise
+                except Exception as exc:  # one bad document must not stall the queue
+                    log.exception("appraisal %d failed", row.id)
+                    outcome = Outcome(False, [Check("appraisal", "FAIL",
+                                                    f"verifier error: {exc}")], None)
                 now = time.time()
                 result = "trusted" if outcome.trusted else "untrusted"
                 done.append({"aid": row.id, "appraised_at": now, "trusted": outcome.trusted,
