@@ -262,9 +262,16 @@ class Host:
         assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
         return r.stdout
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, log: Path | None = None) -> subprocess.Popen[str]:
+        """Start a CLI command; its stderr goes to ``log`` when given (readable while
+        it runs), else to a pipe."""
+        err: Any = subprocess.PIPE
+        if log is not None:
+            err = open(log, "w")  # noqa: SIM115 - handed to the child
         p = subprocess.Popen([*SEMTRUST, *args], env=self.env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=err, text=True)
+        if log is not None:
+            err.close()
         self.procs.append(p)
         return p
 
