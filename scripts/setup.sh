@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(runc swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config busybox-static
               podman uidmap gcc libc6-dev libssl-dev python3-dev util-linux python3
-              mosquitto)
+              postgresql mosquitto chromium fonts-dejavu-core)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -29,6 +29,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "oci": ("semtrust.cli.oci", "oci"),  # [issue4]
     "tma": ("semtrust.cli.tma", "tma"),
     "export": ("semtrust.cli.tma", "export"),
+    "verifier": ("semtrust.cli.fleet", "verifier"),
+    "agent": ("semtrust.cli.fleet", "agent"),
 }
 
 

@@ -102,17 +102,32 @@ def verify(attestation: str, key_path: str, model_path: str, nonce: str | None,
 
 @click.command()
 @click.argument("name")
-@click.option("--nonce", metavar="HEX", required=True,
-              help="Verifier-chosen nonce, 1-64 bytes as hex.")
+@click.option("--nonce", metavar="HEX",
+              help="Verifier-chosen nonce, 1-64 bytes as hex (required without --push).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the attestation here (default: stdout).")
 @click.option("--extend", is_flag=True,
               help="First extend the current state into the domain's --pcr.")
 @click.option("--tpm-ak-out", type=click.Path(dir_okay=False),
               help="Also write the domain TPM's attestation key (PEM) here.")
-def attest(name: str, nonce: str, output: str | None, extend: bool,
-           tpm_ak_out: str | None) -> None:
+@click.option("--push", "push_url", metavar="URL",
+              help="Get a nonce from this fleet verifier and push the attestation to it.")
+@click.option("--host", "host", help="With --push: this host's enrolled name.")
+@click.option("--host-key", type=click.Path(dir_okay=False),
+              help="With --push: the host's TMA private key (signs the request).")
+def attest(name: str, nonce: str | None, output: str | None, extend: bool,
+           tpm_ak_out: str | None, push_url: str | None, host: str | None,
+           host_key: str | None) -> None:
     """Ask running domain NAME for a signed attestation of its state."""
+    if push_url is not None:
+        if host is None or host_key is None:
+            raise click.UsageError("--push needs --host and --host-key")
+        from semtrust.cli.fleet import push_one
+
+        push_one(push_url, host, host_key, name)
+        return
+    if nonce is None:
+        raise click.UsageError("--nonce is required (or use --push URL)")
     value = _nonce(nonce, "--nonce")
     assert value is not None
     from semtrust.attest.service import request_attestation

@@ -1,0 +1,354 @@
+"""The appraisal queue and each domain's status.
+
+Pushed documents wait in ``appraisals`` (state ``queued``). Any number of
+verifier processes claim batches with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (SQLite serialises writers instead), appraise them with
+:class:`semtrust.attest.verify.Verifier` — the checks of ``semtrust verify`` —
+and store the result in the same transaction that marks them done: a verifier
+that dies mid-batch rolls back and another one takes the batch; none is
+appraised twice.
+
+Status: *trusted* when no check fails, *untrusted* otherwise, *stale* when no
+fresh attestation arrived within the deadline. Replicas — domains with the same
+model and base, or for learning domains the same name and base — must report
+the same state; the minority is flagged ``odd``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Float, and_, bindparam, func, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from semtrust.attest.attestation import parse_public_key
+from semtrust.attest.verify import Check, Verifier, load_ak
+from semtrust.errors import SemtrustError
+from semtrust.fleet.db import appraisals, domains, hosts, models, workloads
+from semtrust.fleet.registry import EMPTY_MODEL
+from semtrust.model.modelfile import parse_model
+
+__all__ = ["Appraiser", "Outcome", "group_key", "replica_flags"]
+
+log = logging.getLogger("semtrust.fleet.appraise")
+Emit = Callable[[dict[str, Any]], None]
+Observe = Callable[[str, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    trusted: bool
+    checks: list[Check]
+    model_version: str | None
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(c.line() for c in self.checks if c.failed)
+
+
+def group_key(doc: Mapping[str, Any], name: str) -> str:
+    """Replicas: same sealed model and base; learning domains: same name and base."""
+    md = doc.get("model_digest")
+    if isinstance(md, str):
+        return f"m:{md[:64]}:{str(doc.get('base'))[:64]}"
+    return f"l:{name}:{str(doc.get('base'))[:64]}"
+
+
+def replica_flags(states: Mapping[int, str]) -> dict[int, str]:
+    """Per domain: ``ok`` with the strict majority state, ``odd`` otherwise, ``alone``."""
+    if len(states) < 2:
+        return dict.fromkeys(states, "alone")
+    top, n = Counter(states.values()).most_common(1)[0]
+    majority = top if n * 2 > len(states) else None
+    return {d: "ok" if s == majority else "odd" for d, s in states.items()}
+
+
+class Appraiser:
+    def __init__(self, engine: Engine, *, emit: Emit, observe: Observe,
+                 stale_after: float = 180.0, batch: int = 64) -> None:
+        self.engine = engine
+        self.emit = emit
+        self.observe = observe
+        self.stale_after = stale_after
+        self.batch = batch
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._verifiers: OrderedDict[tuple[int, str | None], Verifier] = OrderedDict()
+        self._versions: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []
+        self.db_ok = True
+        # Replica groups to compare again; done at most once a second per group, since
+        # a group may hold thousands of domains.
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+
+    # -- background loops ------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in ((self._work_loop, "appraise"), (self._sweep_loop, "stale")):
+            t = threading.Thread(target=target, name=f"semtrust-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+                self.db_ok = True
+            except DBAPIError:
+                self.db_ok = False
+                n = 0
+                self._stop.wait(1.0)
+            except Exception:  # keep the worker alive; the batch rolled back
+                log.exception("appraisal batch failed")
+                n = 0
+                self._stop.wait(1.0)
+            if n == 0:
+                self.wake.wait(0.25)
+                self.wake.clear()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.sweep_stale()
+                self.flush_replicas()
+            except DBAPIError:
+                self.db_ok = False
+            except Exception:
+                log.exception("stale sweep failed")
+
+    def flush_replicas(self) -> None:
+        with self._dirty_lock:
+            groups, self._dirty = self._dirty, set()
+        try:
+            self.compare_replicas(groups)
+        except DBAPIError:
+            with self._dirty_lock:
+                self._dirty |= groups
+            raise
+
+    # -- one batch ---------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Claim, appraise and store one batch; the number of documents appraised.
+
+        Statements are batched (one per table, not per document): a database round
+        trip costs more than appraising a document.
+        """
+        changes: list[dict[str, Any]] = []
+        groups: set[str] = set()
+        with self.engine.begin() as conn:
+            rows = self._claim(conn)
+            if not rows:
+                return 0
+            latest: dict[int, tuple[int, float, dict[str, Any], Outcome]] = {}
+            done: list[dict[str, Any]] = []
+            for row in rows:
+                doc = json.loads(row.doc)
+                try:
+                    outcome = self._appraise(conn, row.host_id, doc, row.nonce)
+                except DBAPIError:
+                    raise
+                except Exception as exc:  # one bad document must not stall the queue
+                    log.exception("appraisal %d failed", row.id)
+                    outcome = Outcome(False, [Check("appraisal", "FAIL",
+                                                    f"verifier error: {exc}")], None)
+                now = time.time()
+                result = "trusted" if outcome.trusted else "untrusted"
+                done.append({"aid": row.id, "appraised_at": now, "trusted": outcome.trusted,
+                             "result": result,
+                             "checks": json.dumps([[c.name, c.status, c.reason]
+                                                   for c in outcome.checks])})
+                self.observe(result, now - row.received_at)
+                prev = latest.get(row.domain_id)
+                if prev is None or prev[0] < row.id:
+                    latest[row.domain_id] = (row.id, row.received_at, doc, outcome)
+            conn.execute(update(appraisals).where(appraisals.c.id == bindparam("aid"))
+                         .values(state="done", appraised_at=bindparam("appraised_at"),
+                                 trusted=bindparam("trusted"), result=bindparam("result"),
+                                 checks=bindparam("checks")), done)
+            changes = self._set_domains(conn, latest)
+            groups = {group_key(doc, str(doc["domain"])) for _, _, doc, _ in latest.values()}
+        for change in changes:
+            self.emit(change)
+        with self._dirty_lock:
+            self._dirty |= groups
+        return len(rows)
+
+    def _claim(self, conn: Connection) -> list[Any]:
+        pick = (select(appraisals.c.id).where(appraisals.c.state == "queued")
+                .order_by(appraisals.c.id).limit(self.batch)
+                .with_for_update(skip_locked=True))
+        claimed = conn.execute(
+            update(appraisals).where(appraisals.c.id.in_(pick.scalar_subquery()))
+            .values(state="claimed", claims=appraisals.c.claims + 1, claimed_by=self.worker,
+                    claimed_at=time.time())
+            .returning(appraisals.c.id)).scalars().all()
+        if not claimed:
+            return []
+        return list(conn.execute(
+            select(appraisals.c.id, appraisals.c.domain_id, appraisals.c.nonce,
+                   appraisals.c.doc, appraisals.c.received_at, domains.c.host_id)
+            .join(domains, domains.c.id == appraisals.c.domain_id)
+            .where(appraisals.c.id.in_(claimed)).order_by(appraisals.c.id)).all())
+
+    def _verifier(self, conn: Connection, host_id: int, digest: str | None) -> Verifier | None:
+        """Verifier for (host key, model); None if the model is not in the registry."""
+        k = (host_id, digest)
+        v = self._verifiers.get(k)
+        if v is not None:
+            self._verifiers.move_to_end(k)
+            return v
+        h = conn.execute(select(hosts.c.tma_key, hosts.c.tpm_ak, hosts.c.name)
+                         .where(hosts.c.id == host_id)).one()
+        model = EMPTY_MODEL
+        if digest is not None:
+            m = conn.execute(select(models.c.body, models.c.version, workloads.c.name,
+                                    workloads.c.signing_key)
+                             .join(workloads, workloads.c.id == models.c.workload_id)
+                             .where(models.c.digest == digest)).first()
+            if m is None:
+                return None
+            model = parse_model(m.body.encode(), source=f"{m.name} v{m.version}",
+                                key_pem=m.signing_key.encode())
+            self._versions[digest] = f"{m.name} v{m.version}"
+        key = parse_public_key(h.tma_key.encode(), f"host {h.name}")
+        ak = load_ak(h.tpm_ak.encode(), f"host {h.name} AK") if h.tpm_ak else None
+        v = Verifier(key, model, ak=ak)
+        self._verifiers[k] = v
+        if len(self._verifiers) > 10000:
+            self._verifiers.popitem(last=False)
+        return v
+
+    def _appraise(self, conn: Connection, host_id: int, doc: dict[str, Any],
+                  nonce: str) -> Outcome:
+        md = doc.get("model_digest")
+        digest = md if isinstance(md, str) else None
+        try:
+            v = self._verifier(conn, host_id, digest)
+        except SemtrustError as exc:  # a registry entry no longer parses
+            return Outcome(False, [Check("registry", "FAIL", str(exc))], None)
+        if v is None:
+            return Outcome(False, [Check("registry", "FAIL", f"model {str(md)[:16]}… is not "
+                                                             "registered with the verifier")],
+                           None)
+        checks = v.verify(doc, nonce=bytes.fromhex(nonce))
+        if digest is None:
+            # A learning domain has no model to compare state and aggregate with; its
+            # replicas are compared instead.
+            checks = [Check(c.name, "SKIP", "learning domain: compared with its replicas")
+                      if c.name in ("aggregate", "state") else c for c in checks]
+        return Outcome(not any(c.failed for c in checks), checks,
+                       self._versions.get(digest) if digest else None)
+
+    def _set_domains(self, conn: Connection,
+                     latest: Mapping[int, tuple[int, float, dict[str, Any], Outcome]]
+                     ) -> list[dict[str, Any]]:
+        """Store each domain's newest result; the alert events of status changes."""
+        cur = conn.execute(select(domains.c.id, domains.c.status, domains.c.name,
+                                  domains.c.last_appraisal_id, hosts.c.name.label("host"))
+                           .join(hosts, hosts.c.id == domains.c.host_id)
+                           .where(domains.c.id.in_(sorted(latest))).order_by(domains.c.id)
+                           .with_for_update(of=domains)).all()
+        now = time.time()
+        params: list[dict[str, Any]] = []
+        changes: list[dict[str, Any]] = []
+        for d in cur:
+            aid, received, doc, outcome = latest[d.id]
+            if d.last_appraisal_id >= aid:
+                continue  # a newer document was appraised already
+            status = "trusted" if outcome.trusted else "untrusted"
+            params.append({
+                "did": d.id, "mode": str(doc["mode"])[:16], "model_digest": doc["model_digest"],
+                "base": doc["base"], "state": doc["state"], "forensics": int(doc["forensics"]),
+                "group_key": group_key(doc, d.name), "last_attestation": received,
+                "last_appraisal_id": aid, "reason": outcome.reason, "status": status,
+                "changed_at": now if status != d.status else None})
+            if status != d.status:
+                changes.append({"type": "status", "host": d.host, "domain": d.name,
+                                "status": status, "previous": d.status, "time": now,
+                                "reason": outcome.reason, "model": outcome.model_version,
+                                "forensics": int(doc["forensics"])})
+        if params:
+            cols = ("mode", "model_digest", "base", "state", "forensics", "group_key",
+                    "last_attestation", "last_appraisal_id", "reason", "status")
+            values: dict[str, Any] = {c: bindparam(c) for c in cols}
+            values["changed_at"] = func.coalesce(bindparam("changed_at", type_=Float),
+                                                 domains.c.changed_at)
+            conn.execute(update(domains).where(domains.c.id == bindparam("did"))
+                         .values(**values), params)
+        return changes
+
+    # -- replicas and staleness -----------------------------------------------------------
+    def compare_replicas(self, keys: Iterable[str]) -> None:
+        for key in sorted(keys):
+            changes = []
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(domains.c.id, domains.c.name, domains.c.state, domains.c.replica,
+                           hosts.c.name.label("host"))
+                    .join(hosts, hosts.c.id == domains.c.host_id)
+                    .where(domains.c.group_key == key, domains.c.status != "stale")
+                    .order_by(domains.c.id)).all()
+                flags = replica_flags({r.id: r.state for r in rows})
+                for r in rows:
+                    flag = flags[r.id]
+                    if flag == r.replica:
+                        continue
+                    n = conn.execute(update(domains).where(domains.c.id == r.id,
+                                                           domains.c.replica == r.replica)
+                                     .values(replica=flag)).rowcount
+                    if n == 1 and (flag == "odd" or r.replica == "odd"):
+                        changes.append({"type": "replica", "host": r.host, "domain": r.name,
+                                        "replica": flag, "previous": r.replica,
+                                        "group": key, "time": time.time()})
+            for change in changes:
+                self.emit(change)
+
+    def sweep_stale(self, now: float | None = None) -> int:
+        """Mark domains without a fresh attestation stale; the number marked."""
+        t = time.time() if now is None else now
+        cut = t - self.stale_after
+        marked = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(domains.c.id, domains.c.status, domains.c.name, domains.c.group_key,
+                       hosts.c.name.label("host"))
+                .join(hosts, hosts.c.id == domains.c.host_id)
+                .where(domains.c.status != "stale",
+                       or_(domains.c.last_attestation < cut,
+                           and_(domains.c.last_attestation.is_(None),
+                                domains.c.changed_at < cut)))).all()
+        groups = set()
+        for r in rows:
+            with self.engine.begin() as conn:
+                n = conn.execute(update(domains).where(domains.c.id == r.id,
+                                                       domains.c.status == r.status)
+                                 .values(status="stale", changed_at=t, replica="",
+                                         reason=f"no fresh attestation for "
+                                                f"{self.stale_after:g} s")).rowcount
+            if n == 1:
+                marked += 1
+                if r.group_key:
+                    groups.add(r.group_key)
+                self.emit({"type": "status", "host": r.host, "domain": r.name,
+                           "status": "stale", "previous": r.status, "time": t,
+                           "reason": f"no fresh attestation for {self.stale_after:g} s"})
+        if groups:
+            self.compare_replicas(groups)
+        return marked

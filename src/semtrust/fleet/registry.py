@@ -1,0 +1,240 @@
+"""Registry: hosts and their keys, workloads and their signed model versions, nonces,
+and the intake of pushed attestations.
+
+Everything a push could get wrong is checked here, before anything is stored:
+the nonce must have been issued to this host, be unused and unexpired; every
+document must carry that nonce and verify under the host's enrolled key (the
+signature check is the one in :mod:`semtrust.attest.verify`). A refused push
+leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from semtrust.attest.attestation import key_id, parse_public_key
+from semtrust.attest.verify import Verifier, load_ak
+from semtrust.errors import InputError, SemtrustError
+from semtrust.fleet.db import appraisals, domains, forensic_events, hosts, models, nonces, workloads
+from semtrust.model import signing
+from semtrust.model.modelfile import Model, parse_model
+
+__all__ = ["EMPTY_MODEL", "FleetError", "Host", "Registry"]
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_DOCS = 1000
+MAX_EVENTS = 200
+MAX_EVENT_LINE = 8192
+#: Stands in for a model where the domain has none (learning) or the verifier
+#: only checks format, signature and nonce at intake.
+EMPTY_MODEL = Model(source="<none>")
+
+
+class FleetError(SemtrustError):
+    """A request the verifier refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    id: int
+    name: str
+    tma_key: str
+    tpm_ak: str | None
+
+
+def check_name(value: object, what: str) -> str:
+    if not isinstance(value, str) or NAME.fullmatch(value) is None:
+        raise FleetError(400, f"{what} must be 1-64 characters [A-Za-z0-9._-], "
+                              "starting with a letter or digit")
+    return value
+
+
+class Registry:
+    def __init__(self, engine: Engine, *, nonce_ttl: float = 300.0) -> None:
+        self.engine = engine
+        self.nonce_ttl = nonce_ttl
+
+    # -- hosts -------------------------------------------------------------------
+    def enroll(self, name: str, tma_key: str, tpm_ak: str | None) -> dict[str, Any]:
+        check_name(name, "host name")
+        try:
+            pub = parse_public_key(tma_key.encode(), "tma_key")
+            if tpm_ak is not None:
+                load_ak(tpm_ak.encode(), "tpm_ak")
+        except InputError as exc:
+            raise FleetError(400, str(exc)) from None
+        if b"PRIVATE" in tma_key.encode():
+            raise FleetError(400, "tma_key: send the public key, never the private one")
+        kid = key_id(pub)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(hosts).values(name=name, tma_key=tma_key, key_id=kid,
+                                                  tpm_ak=tpm_ak, enrolled_at=time.time()))
+        except IntegrityError:
+            raise FleetError(409, f"host {name!r} or its key is already enrolled") from None
+        return {"host": name, "key_id": kid}
+
+    def host(self, name: str) -> Host | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(hosts.c.id, hosts.c.name, hosts.c.tma_key, hosts.c.tpm_ak)
+                               .where(hosts.c.name == name)).first()
+        return None if row is None else Host(row.id, row.name, row.tma_key, row.tpm_ak)
+
+    # -- workloads and models ------------------------------------------------------
+    def add_workload(self, name: str, signing_key: str) -> dict[str, Any]:
+        check_name(name, "workload name")
+        try:
+            key = signing.load_public_key_pem(signing_key.encode())
+        except SemtrustError as exc:
+            raise FleetError(400, f"signing_key: {exc}") from None
+        if b"PRIVATE" in signing_key.encode():
+            raise FleetError(400, "signing_key: send the public key, never the private one")
+        pem = signing.public_pem(key).decode("ascii")
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(workloads).values(name=name, signing_key=pem,
+                                                      created_at=time.time()))
+        except IntegrityError:
+            raise FleetError(409, f"workload {name!r} exists (its signing key is pinned)") \
+                from None
+        return {"workload": name}
+
+    def upload_model(self, workload: str, body: str) -> dict[str, Any]:
+        """Store a new version; it must be signed by the workload's pinned key."""
+        with self.engine.begin() as conn:
+            w = conn.execute(select(workloads.c.id, workloads.c.signing_key)
+                             .where(workloads.c.name == workload)).first()
+            if w is None:
+                raise FleetError(404, f"no workload {workload!r}")
+            try:
+                model = parse_model(body.encode(), source="model",
+                                    key_pem=w.signing_key.encode())
+            except InputError as exc:
+                raise FleetError(400, str(exc)) from None
+            if not model.sealed:
+                raise FleetError(400, "model: not sealed (appraisal needs a sealed model)")
+            digest = model.digest.hex()
+            latest = conn.execute(select(func.max(models.c.version))
+                                  .where(models.c.workload_id == w.id)).scalar()
+            version = int(latest or 0) + 1
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(models).values(
+                        workload_id=w.id, version=version, digest=digest, body=body,
+                        points=len(set(model.points)), uploaded_at=time.time()))
+            except IntegrityError:
+                raise FleetError(409, f"model {digest[:16]}… is already registered") from None
+        return {"workload": workload, "version": version, "digest": digest}
+
+    # -- nonces and pushes -------------------------------------------------------------
+    def issue_nonce(self, host: Host) -> dict[str, Any]:
+        value = secrets.token_hex(16)
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(insert(nonces).values(value=value, host_id=host.id, issued_at=now))
+        return {"nonce": value, "expires_in": self.nonce_ttl}
+
+    def accept(self, host: Host, nonce: str, docs: Sequence[Mapping[str, Any]],
+               events: Mapping[str, Mapping[str, Any]]) -> list[int]:
+        """Queue the documents for appraisal; FleetError (nothing stored) if any is bad."""
+        if not docs:
+            raise FleetError(400, "attestations: empty list")
+        if len(docs) > MAX_DOCS:
+            raise FleetError(413, f"attestations: more than {MAX_DOCS} in one push")
+        key = parse_public_key(host.tma_key.encode(), f"host {host.name}")
+        intake = Verifier(key, EMPTY_MODEL)
+        try:
+            nonce_bytes = bytes.fromhex(nonce)
+        except ValueError:
+            raise FleetError(400, "nonce: not hex") from None
+        seen: set[str] = set()
+        for i, doc in enumerate(docs):
+            for c in intake.verify(doc, nonce=nonce_bytes):
+                if c.name in ("format", "signature", "nonce") and c.failed:
+                    status = {"format": 400, "signature": 403, "nonce": 409}[c.name]
+                    raise FleetError(status, f"attestation {i}: {c.name}: {c.reason}", index=i)
+            name = check_name(doc["domain"], f"attestation {i}: domain")
+            if name in seen:
+                raise FleetError(400, f"attestation {i}: domain {name!r} twice in one push",
+                                 index=i)
+            seen.add(name)
+        now = time.time()
+        with self.engine.begin() as conn:
+            used = conn.execute(
+                update(nonces)
+                .where(nonces.c.value == nonce, nonces.c.host_id == host.id,
+                       nonces.c.used_at.is_(None),
+                       nonces.c.issued_at > now - self.nonce_ttl)
+                .values(used_at=now)).rowcount
+            if used != 1:
+                raise FleetError(409, "nonce: not issued to this host, already used or expired "
+                                      "(a replayed attestation?)")
+            known = dict(conn.execute(select(domains.c.name, domains.c.id).where(
+                domains.c.host_id == host.id, domains.c.name.in_(sorted(seen)))).all())
+            for name in sorted(seen - set(known)):
+                known[name] = self._domain_id(conn, host.id, name, now)
+            rows = [{"domain_id": known[str(doc["domain"])], "nonce": nonce,
+                     "doc": json.dumps(doc, separators=(",", ":")), "received_at": now,
+                     "state": "queued", "claims": 0} for doc in docs]
+            ids = list(conn.execute(insert(appraisals).returning(appraisals.c.id,
+                                                                 sort_by_parameter_order=True),
+                                    rows).scalars())
+            for name, ev in events.items():
+                if name not in known:
+                    raise FleetError(400, f"forensics: domain {name[:64]!r} has no attestation "
+                                          "in this push")
+                self._events(conn, known[name], ev, now)
+        return ids
+
+    @staticmethod
+    def _domain_id(conn: Connection, host_id: int, name: str, now: float) -> int:
+        q = select(domains.c.id).where(domains.c.host_id == host_id, domains.c.name == name)
+        did = conn.execute(q).scalar()
+        if did is not None:
+            return int(did)
+        try:
+            with conn.begin_nested():
+                return int(conn.execute(insert(domains).values(
+                    host_id=host_id, name=name, status="pending", forensics=0, replica="",
+                    last_appraisal_id=0, reason="", changed_at=now,
+                ).returning(domains.c.id)).scalar_one())
+        except IntegrityError:  # another verifier inserted it first
+            return int(conn.execute(q).scalar_one())
+
+    @staticmethod
+    def _events(conn: Connection, domain_id: int, ev: Mapping[str, Any] | None,
+                now: float) -> None:
+        """Forensic event lines the agent read from the domain (context, not signed)."""
+        if ev is None:
+            return
+        first, lines = ev.get("from"), ev.get("events")
+        if not isinstance(first, int) or first < 0 or not isinstance(lines, list):
+            raise FleetError(400, "forensics: needs 'from' (index) and 'events' (list)")
+        if len(lines) > MAX_EVENTS:
+            raise FleetError(413, f"forensics: more than {MAX_EVENTS} events in one push")
+        top = conn.execute(select(func.max(forensic_events.c.seq))
+                           .where(forensic_events.c.domain_id == domain_id)).scalar()
+        for i, line in enumerate(lines):
+            if not isinstance(line, str) or len(line) > MAX_EVENT_LINE:
+                raise FleetError(400, f"forensics: event {i} is not a string of at most "
+                                      f"{MAX_EVENT_LINE} characters")
+            seq = first + i
+            if top is None or seq > top:
+                conn.execute(insert(forensic_events).values(
+                    domain_id=domain_id, seq=seq, line=line, received_at=now))
