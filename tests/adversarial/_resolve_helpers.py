@@ -107,7 +107,12 @@ class Domain:
 
     def finish(self, timeout: float = 60.0) -> tuple[int, str, str]:
         self.go.touch()
-        out, err = self.proc.communicate(timeout=timeout)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise AssertionError("semtrust run did not end") from None
         return self.proc.returncode, out, err
 
 
