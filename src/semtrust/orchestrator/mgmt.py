@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
 
 MAX_REQUEST = 64 << 10
+MAX_CONNECTIONS = 32  # served at once; more are closed at once
 MAX_RESPONSE = 256 << 20
 SO_PEERPIDFD = 77
 SHOW_VIEWS = ("trajectory", "forensics", "points", "counts", "state", "measurement", "model",
@@ -191,6 +192,7 @@ class MgmtServer:
         self.sock.listen(16)
         self._thread = threading.Thread(target=self._run, name="semtrust-mgmt", daemon=True)
         self._closed = False
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         self._thread.start()
@@ -243,9 +245,19 @@ class MgmtServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if not self._slots.acquire(blocking=False):
+                self.refused += 1
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve_one(conn)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(30)
             why = self.peer_allowed(conn)

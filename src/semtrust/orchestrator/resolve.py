@@ -487,8 +487,14 @@ class Resolver(MediatorCore):
     def _display_path(self, c: Ctx, fd: int) -> str:
         try:
             p = os.readlink(f"/proc/self/fd/{fd}")
+            st = os.fstat(fd)
         except OSError as exc:
             raise Unmodelable(f"cannot name the file: {exc.strerror}") from None
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev in _STALLING_DEVICES:
+            # A filesystem or device the workload would serve itself: our opens, hashing
+            # and reads of its memory could then wait on it forever.
+            self.fault(c.n, f"{p}: a device that lets the workload stall the orchestrator")
+            raise PermissionError(errno.EPERM, "device served by the workload")
         if p.startswith("anon_inode:"):
             # Only reachable through /proc/PID/fd magic links (e.g. a seccomp listener).
             raise PermissionError(errno.EACCES, "anonymous inode")
@@ -510,6 +516,22 @@ class Resolver(MediatorCore):
         if (len(parts) >= 3 and parts[1] == "proc" and parts[2].isdigit()
                 and not self._proc_pid_allowed(c, int(parts[2]))):
             raise PermissionError(errno.EACCES, "outside the domain")
+
+
+def _misc_dev(name: str, minor: int | None) -> set[int]:
+    """Device numbers of a misc device (by its fixed minor and as registered now)."""
+    out = {os.makedev(10, minor)} if minor is not None else set()
+    try:
+        with open(f"/sys/class/misc/{name}/dev", encoding="ascii") as fp:
+            major, _, mnr = fp.read().strip().partition(":")
+            out.add(os.makedev(int(major), int(mnr)))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+_STALLING_DEVICES = frozenset(_misc_dev("fuse", 229) | _misc_dev("cuse", 203)
+                              | _misc_dev("userfaultfd", None))
 
 
 def _is_pid_dir(d: int) -> bool:
