@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -79,6 +80,10 @@ int main(int argc, char **argv) {
             close(c);
         }
         exit(renamed ? 0 : 5);
+    }
+    if (!strcmp(mode, "device")) {           /* device NODE */
+        int fd = open(argv[5], O_RDWR);
+        done(fd < 0 ? "denied" : "opened", fd < 0 ? 3 : 0);
     }
     done("bad mode", 1);
     return 1;
@@ -160,3 +165,17 @@ def test_forged_management_socket_is_not_believed(tmp_path: Path) -> None:
         p.communicate(timeout=60)
     # 0: the socket was replaced (and the console refused the forger); 5: not even that.
     assert p.returncode in (0, 5)
+
+
+def test_devices_a_workload_would_serve_itself_are_refused(tmp_path: Path) -> None:
+    """A FUSE (or userfaultfd) server in the workload could stall every decision; the
+    node is recognised by its device number, also under another name."""
+    prog = build(tmp_path, "target", PROG)
+    node = tmp_path / "myfuse"
+    os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(10, 229))
+    d = Domain(tmp_path, [str(prog), *_args(tmp_path, "device", str(node))])
+    d.wait_ready()
+    faults = d.show("faults")
+    code, _out, _err = d.finish()
+    assert code == 3, "the workload opened /dev/fuse"
+    assert mentions(faults, "stall the orchestrator"), faults

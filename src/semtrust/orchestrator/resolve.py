@@ -466,6 +466,16 @@ class Resolver(MediatorCore):
             self._climb_check(c, fd)
 
     # ------------------------------------------------------------ compatibility
+    def _target_path(self, c: Ctx, path: bytes) -> bytes:
+        """The path unchanged: ``/proc/self`` and every other magic link are now resolved
+        against the task by ``_open_in_task`` itself (kept for callers that still ask)."""
+        return path
+
+    def _guard_request(self, c: Ctx, dirfd: int, path: bytes) -> bool:
+        """Always True: procfs entries are checked by process identity while
+        ``_open_in_task`` resolves them (PermissionError), not by the path's text."""
+        return True
+
     def _sees_host_proc(self, c: Ctx) -> bool:
         """Does the task's /proc show host pids (our procfs) or its own namespace's?"""
         if c.proc.root == "/":
