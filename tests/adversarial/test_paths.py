@@ -188,3 +188,65 @@ def test_foreign_procfs_mount_cannot_reach_the_holder(tmp_path: Path, how: str) 
     assert code == 3, "the holder's memory was opened for writing"
     assert mentions(faults, "outside the domain"), faults
     os.rmdir(mnt)
+
+
+AGREE = r"""
+import os, sys
+d = sys.argv[1]
+os.chdir(d)
+for name, target in [("rel", "sub/../sub/f"), ("abs", d + "/sub/f"), ("loop", "loop"),
+                     ("dotdot", "../" + os.path.basename(d) + "/sub/f"),
+                     ("selfcwd", "/proc/self/cwd/sub/f"), ("dangling", "nowhere"),
+                     ("dirlink", "sub"), ("thread", "/proc/thread-self/cwd/sub/f")]:
+    if not os.path.lexists(name):
+        os.symlink(target, name)
+paths = ["rel", "abs", "loop", "dotdot", "selfcwd", "dangling", "dirlink/f", "dirlink/../sub/f",
+         "sub/f/", "thread", "/proc/self/root" + d + "/sub/f", "/../../" + d + "/sub/f",
+         "/proc/self/fd/0", "/dev/stdin"]
+for p in paths:
+    for flags in (os.O_RDONLY, os.O_RDONLY | os.O_NOFOLLOW, os.O_WRONLY | os.O_APPEND):
+        try:
+            fd = os.open(p, flags)
+            st = os.fstat(fd)
+            print(p, flags, "ok", st.st_ino)
+            os.close(fd)
+        except OSError as e:
+            print(p, flags, "errno", e.errno)
+"""
+
+
+@pytest.mark.parametrize("how", ["learning", "enforcing"])
+def test_resolution_agrees_with_the_kernel(tmp_path: Path, how: str) -> None:
+    """Tricky paths (relative and absolute symlinks, loops, '..', trailing slashes,
+    /proc/self and /proc/thread-self, magic links) open the same objects, or fail with
+    the same errors, supervised as unsupervised."""
+    import shutil
+    import subprocess
+
+    from tests.adversarial._resolve_helpers import SEMTRUST
+
+    py = shutil.which("python3", path="/usr/bin:/bin")
+    assert py is not None
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_text("content\n")
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    argv = [py, "-I", str(script), str(tmp_path)]
+    stdin = tmp_path / "sub" / "f"
+    with open(stdin) as fp:
+        plain = subprocess.run(argv, capture_output=True, text=True, stdin=fp, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    opts: list[str] = []
+    if how == "enforcing":
+        model = tmp_path / "m"
+        with open(stdin) as fp:
+            r = subprocess.run([*SEMTRUST, "run", "--output", str(model), "--", *argv],
+                               capture_output=True, text=True, stdin=fp, timeout=120)
+        assert r.returncode == 0, r.stderr
+        opts = ["--model", str(model), "--enforce"]
+    with open(stdin) as fp:
+        r = subprocess.run([*SEMTRUST, "run", *opts, "--", *argv], capture_output=True,
+                           text=True, stdin=fp, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout
+    assert "ok" in plain.stdout and "errno 40" in plain.stdout  # both kinds were exercised
