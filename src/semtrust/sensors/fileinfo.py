@@ -144,6 +144,7 @@ class FileInfo:
         self.max_bytes = MAX_HASH_BYTES
         self.async_over: int | None = None
         self._jobs: dict[tuple[int, int, int, int, int], _Job] = {}
+        self._failed: dict[tuple[int, int, int, int, int], OSError] = {}
         self._wake_r = self._wake_w = -1
         self.waiting = 0
 
@@ -155,9 +156,23 @@ class FileInfo:
         return self._wake_r
 
     def drain(self) -> None:
+        """Empty the wakeup pipe; finished jobs leave their digest (or error) behind, so a
+        job whose waiter went away does not hold a worker slot."""
         with contextlib.suppress(OSError):
             while os.read(self.wakeup, 4096):
                 pass
+        for key, job in list(self._jobs.items()):
+            if not job.done:
+                continue
+            del self._jobs[key]
+            if len(self._digests) >= MAX_DIGEST_CACHE:
+                self._digests.clear()
+            if len(self._failed) >= MAX_DIGEST_CACHE:
+                self._failed.clear()
+            if job.digest is not None:
+                self._digests[key] = job.digest
+            elif job.error is not None:
+                self._failed[key] = job.error
 
     def close(self) -> None:
         for fd in (self._wake_r, self._wake_w):
@@ -196,6 +211,9 @@ class FileInfo:
         d = self._digests.get(key)
         if d is not None:
             return d
+        failed = self._failed.get(key)
+        if failed is not None:
+            raise OSError(failed.errno, failed.strerror)
         if st.st_size > self.max_bytes:
             raise OSError(errno.EFBIG, f"file of {st.st_size} bytes is larger than "
                                        f"{self.max_bytes} (SEMTRUST_MAX_HASH_BYTES)")
