@@ -131,6 +131,22 @@ def _hash_fd(fd: int, cancel: threading.Event | None = None, limit: int = MAX_HA
         off += len(chunk)
 
 
+def _hash_object(fd: int, cancel: threading.Event | None, limit: int) -> bytes:
+    """Hash through ``fd`` itself when it is readable: a fanotify event's descriptor must
+    not be reopened (the new open would wait for the very decision being made)."""
+    try:
+        return _hash_fd(fd, cancel, limit)
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            raise
+    # An O_PATH (or write-only) descriptor: reopen the very same object for reading.
+    rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        return _hash_fd(rfd, cancel, limit)
+    finally:
+        os.close(rfd)
+
+
 class FileInfo:
     """Caches of superblock facts (per device) and content digests (per inode version)."""
 
@@ -221,13 +237,7 @@ class FileInfo:
         if job is not None or (self.async_over is not None and st.st_size > self.async_over):
             d = self._async(fd, key, job)
         else:
-            # Our own readable descriptor of the very same object (fd may be O_PATH).
-            rfd = os.open(f"/proc/self/fd/{fd}",
-                          os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-            try:
-                d = _hash_fd(rfd, self.cancel, self.max_bytes)
-            finally:
-                os.close(rfd)
+            d = _hash_object(fd, self.cancel, self.max_bytes)
         if len(self._digests) >= MAX_DIGEST_CACHE:
             self._digests.clear()
         self._digests[key] = d
@@ -243,8 +253,7 @@ class FileInfo:
         if job is None:
             if len(self._jobs) >= MAX_HASH_JOBS:
                 raise OSError(errno.EBUSY, "too many large files being hashed")
-            rfd = os.open(f"/proc/self/fd/{fd}",
-                          os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            rfd = os.dup(fd)
             job = _Job()
             self.wakeup  # noqa: B018 - creates the pipe the worker writes to
             job.thread = threading.Thread(target=self._work, args=(job, rfd, self._wake_w),
@@ -258,7 +267,7 @@ class FileInfo:
 
     def _work(self, job: _Job, rfd: int, wake: int) -> None:
         try:
-            job.digest = _hash_fd(rfd, self.cancel, self.max_bytes)
+            job.digest = _hash_object(rfd, self.cancel, self.max_bytes)
         except OSError as exc:
             job.error = exc
         finally:
