@@ -81,6 +81,17 @@ int main(int argc, char **argv) {
         }
         exit(renamed ? 0 : 5);
     }
+    if (!strcmp(mode, "aside")) {            /* aside SIZE_SHIFT: hash in one, open in another */
+        int fd = memfd_create("big", 0);
+        if (ftruncate(fd, 1ULL << atoi(argv[5]))) done("ftruncate", 4);
+        if (fork() == 0) {
+            mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+            _exit(0);
+        }
+        usleep(200000);                      /* the child's mmap is being decided */
+        for (int i = 0; i < 50; i++) close(open("/etc/hostname", O_RDONLY));
+        done("opened", 0);
+    }
     if (!strcmp(mode, "device")) {           /* device NODE */
         int fd = open(argv[5], O_RDWR);
         done(fd < 0 ? "denied" : "opened", fd < 0 ? 3 : 0);
@@ -125,6 +136,28 @@ def test_sigterm_while_a_huge_file_would_be_hashed(tmp_path: Path) -> None:
         p.kill()
         p.communicate()
         raise AssertionError("semtrust run kept going after SIGTERM") from None
+
+
+def test_large_hash_does_not_hold_other_decisions_and_sigterm_ends_it(tmp_path: Path) -> None:
+    """A 1 TiB sparse memfd under a raised size limit is hashed aside (for minutes): the
+    other process's opens are still decided, and SIGTERM ends the run at once."""
+    prog = build(tmp_path, "target", PROG)
+    ready = tmp_path / "ready"
+    env = dict(os.environ, SEMTRUST_MAX_HASH_BYTES=str(1 << 41))
+    p = subprocess.Popen([*SEMTRUST, "run", "--", str(prog), *_args(tmp_path, "aside", "40")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL, env=env)
+    try:
+        # Hang guard: blocked behind the hash, the opens would wait for minutes.
+        wait_for(ready, p, limit=60)
+    finally:
+        p.send_signal(signal.SIGTERM)
+    try:
+        p.communicate(timeout=60)  # a hang guard, not a timing assert
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError("semtrust run kept hashing after SIGTERM") from None
 
 
 def test_workload_keeps_the_callers_umask(tmp_path: Path) -> None:
