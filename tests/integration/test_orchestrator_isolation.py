@@ -122,7 +122,10 @@ def test_workload_cannot_reach_mgmt_socket_or_orchestrator(tmp_path: Path) -> No
         assert res["sup"] == p.pid
         assert res["holder_status"] != 0 and res["stolen"] == [], res
         assert res["kills"] == [1, 1], res
-        assert res["mgmt"]["ok"] is False and "refused" in res["mgmt"]["error"], res
+        # Unreachable (its directory is covered in the workload's mount namespace), or
+        # refused if it were reachable.
+        assert res["mgmt"]["ok"] is False, res
+        assert "refused" in res["mgmt"]["error"] or res["mgmt"]["error"] == "errno 2", res
         assert res["ptrace"] != 0, "the workload attached to its orchestrator"
         assert res["mem"] != 0 and res["environ"] != 0, res
         # The owner on the host can talk to the domain.

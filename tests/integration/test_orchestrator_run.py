@@ -382,9 +382,13 @@ def test_exec_swapped_after_check_is_caught(tmp_path: Path) -> None:
     out, err = p.communicate(timeout=120)
     r = subprocess.CompletedProcess(p.args, p.returncode, "READY\n" + out, err)
     assert (tmp_path / "link").readlink() != big, "the swap did not happen"
-    assert "SWAPPED-IN" not in out, "the swapped-in program ran"
-    assert "executable changed" in err
-    assert p.returncode == 128 + signal.SIGKILL
+    assert "SWAPPED-IN" not in r.stdout, "the swapped-in program ran"
+    if "executable changed" in r.stderr:  # swapped after the check: caught, killed
+        assert r.returncode == 128 + signal.SIGKILL
+    else:
+        # The slow hash runs aside and the exec is checked again once it is done: the
+        # swapped-in program is then refused by the model before it runs.
+        assert "PermissionError" in r.stderr, r.stderr
 
 
 NESTED_LISTENER = r"""

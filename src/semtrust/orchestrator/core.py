@@ -31,7 +31,7 @@ from semtrust.orchestrator.emulate import (
     CredSwitcher,
 )
 from semtrust.orchestrator.tasks import Process, Status
-from semtrust.sensors.fileinfo import FileInfo
+from semtrust.sensors.fileinfo import DigestPending, FileInfo
 from semtrust.sensors.seccomp import SYSCALLS, Listener, Notification, SeccompError
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ class MediatorCore:
                 self.lst.deny(n.id, errno.EPERM)
             else:
                 self.lst.allow(n.id)
-        except SeccompError:
-            raise
+        except (SeccompError, DigestPending):
+            raise  # DigestPending: answered when the digest is there (Domain.serve)
         except Exception as exc:  # a bug must not leave the task hanging
             self.fault(n, f"internal error: {exc!r}")
             if self.d.enforcing:

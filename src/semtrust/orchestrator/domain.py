@@ -23,13 +23,15 @@ from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
 from semtrust.orchestrator.report import Watch
 from semtrust.orchestrator.tasks import Process, TaskTable, read_status
-from semtrust.sensors.seccomp import Listener
+from semtrust.sensors.fileinfo import DigestPending
+from semtrust.sensors.seccomp import Listener, Notification
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.mediator import Mediator
 
 MAX_FAULTS = 10000
 MAX_LATENCIES = 1 << 20
+ASYNC_HASH_OVER = 8 << 20  # bytes: larger files are hashed on a worker thread
 
 
 class Domain:
@@ -166,29 +168,50 @@ class Domain:
             listener.set_sync_wakeup()
         self.listeners.append(listener)
         med = (mediator_cls or Mediator)(self, listener)
+        # Large files are hashed on worker threads: their decisions wait aside (seccomp
+        # notifications may be answered in any order) while the others go on.
+        med.fi.cancel = self.stop
+        med.fi.async_over = ASYNC_HASH_OVER
+        waiting: list[tuple[Notification, int]] = []
         poller = select.poll()
         poller.register(listener.fd, select.POLLIN)
+        poller.register(med.fi.wakeup, select.POLLIN)
         lat = self.latencies
         clock = time.perf_counter_ns
+
+        def decide(n: Notification, t0: int) -> None:
+            listener.answered_ns = 0
+            try:
+                med.handle(n)
+            except DigestPending:
+                waiting.append((n, t0))
+                return
+            if len(lat) < MAX_LATENCIES:
+                lat.append((listener.answered_ns or clock()) - t0)
+            self.decisions += 1
+
         try:
             while not self.stop.is_set():
                 ready = poller.poll(250)
-                for _fd, mask in ready:
-                    if mask & select.POLLIN:
+                for fd, mask in ready:
+                    if fd == med.fi.wakeup:
+                        med.fi.drain()
+                        retry = waiting[:]
+                        waiting.clear()
+                        med.fi.waiting = 0
+                        for again, t0 in retry:
+                            decide(again, t0)
+                    elif mask & select.POLLIN:
                         n = listener.recv()
                         if n is None:
                             continue
-                        t0 = clock()
                         if self.pidns_ino is None:
                             self.pidns_ino = _pidns(n.pid)
-                        listener.answered_ns = 0
-                        med.handle(n)
-                        if len(lat) < MAX_LATENCIES:
-                            lat.append((listener.answered_ns or clock()) - t0)
-                        self.decisions += 1
+                        decide(n, clock())
                     elif mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                         return
         finally:
+            med.fi.close()
             # [issue4] With several listeners (runc exec hands over one per exec'd process),
             # only the last loop to end may close the task table's fds: others still read
             # task memory through them.

@@ -3,7 +3,7 @@
 Process layout (why: a dead supervisor must take the whole workload with it)::
 
     supervisor (semtrust run)                      host pid namespace
-      └─ intermediate   PDEATHSIG=KILL, unshare(NEWPID [+NEWUSER when unprivileged])
+      └─ intermediate   PDEATHSIG=KILL, unshare(NEWPID|NEWNS [+NEWUSER when unprivileged])
            └─ holder    pid 1 of the new pid namespace, installs the notify filter,
                         sends the listener up, keeps a copy of it, reaps orphans
                 ├─ keeper   pid 2, holds another copy of the listener, sleeps
@@ -14,6 +14,13 @@ holder (PDEATHSIG), and the death of a pid namespace's init kills every
 process in it. While that happens the keeper's copy of the listener keeps
 mediated calls blocked instead of failing them with ENOSYS (the keeper is killed
 with the others, after the kill was sent to all of them).
+
+The workload also gets its own mount namespace: the same view of the host (mounts
+are slaves of ours, so later host mounts still appear and learned paths do not
+change) except that the directory of the management sockets is covered by an
+empty read-only tmpfs, so a workload cannot connect to, replace or rename over a
+domain's socket. (A root workload may unmount the cover in its namespace; the
+console then still refuses a peer that is not the orchestrator, see mgmt.py.)
 """
 
 from __future__ import annotations
@@ -32,10 +39,19 @@ from semtrust.sensors.seccomp import Listener, install_filter
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
                         ctypes.c_ulong]
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_SLAVE = 0x80000
 CLONE_NEWPID = 0x20000000
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -93,12 +109,21 @@ class Workload:
 
 
 def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-           userns: bool | None = None, timeout: float = 10.0) -> Workload:
-    """Fork the process layout above; return once the listener fd has arrived."""
+           userns: bool | None = None, timeout: float = 10.0,
+           hide: Sequence[str] | None = None) -> Workload:
+    """Fork the process layout above; return once the listener fd has arrived.
+
+    ``hide``: directories covered in the workload's mount namespace (default: the
+    management sockets' directory).
+    """
     if not argv:
         raise LaunchError("no command")
     if userns is None:
         userns = os.geteuid() != 0
+    if hide is None:
+        from semtrust.orchestrator.mgmt import runtime_dir
+
+        hide = [str(runtime_dir())]
     envd = dict(os.environ if env is None else env)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     me = os.getpid()
@@ -108,7 +133,7 @@ def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     if pid == 0:  # intermediate
         try:
             parent_sock.close()
-            _intermediate(list(argv), envd, child_sock, me, userns)
+            _intermediate(list(argv), envd, child_sock, me, userns, list(hide))
         except BaseException as exc:  # never return into the supervisor's code
             _err(f"semtrust: cannot start workload: {exc}")
         os._exit(127)
@@ -142,7 +167,7 @@ def _err(msg: str) -> None:
 
 
 def _intermediate(argv: list[str], env: dict[str, str], sock: socket.socket, parent: int,
-                  userns: bool) -> None:
+                  userns: bool, hide: list[str]) -> None:
     for s in _JOB_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -150,7 +175,7 @@ def _intermediate(argv: list[str], env: dict[str, str], sock: socket.socket, par
         os._exit(1)
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # inherited 0 would lock us out of our uid_map
     uid, gid = os.getuid(), os.getgid()
-    flags = CLONE_NEWPID | (CLONE_NEWUSER if userns else 0)
+    flags = CLONE_NEWPID | CLONE_NEWNS | (CLONE_NEWUSER if userns else 0)
     if _libc.unshare(flags) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"unshare: {os.strerror(e)}")
@@ -161,6 +186,7 @@ def _intermediate(argv: list[str], env: dict[str, str], sock: socket.socket, par
             fp.write(f"{uid} {uid} 1")
         with open("/proc/self/gid_map", "w") as fp:
             fp.write(f"{gid} {gid} 1")
+    _hide_dirs(hide)
     me = os.getpid()
     holder = os.fork()
     if holder == 0:
@@ -177,6 +203,22 @@ def _intermediate(argv: list[str], env: dict[str, str], sock: socket.socket, par
         except InterruptedError:
             continue
     os._exit(exit_code(status))
+
+
+def _mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int,
+           data: bytes | None) -> None:
+    if _libc.mount(source, target, fstype, flags, data) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {target.decode(errors='replace')}: {os.strerror(e)}")
+
+
+def _hide_dirs(hide: list[str]) -> None:
+    """In our new mount namespace: receive the host's mounts, cover ``hide``."""
+    _mount(None, b"/", None, MS_REC | MS_SLAVE, None)
+    for d in hide:
+        if os.path.isdir(d):
+            _mount(b"semtrust-hidden", os.fsencode(d), b"tmpfs",
+                   MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=0,size=4k")
 
 
 def _holder(argv: list[str], env: dict[str, str], sock: socket.socket, parent: int) -> None:

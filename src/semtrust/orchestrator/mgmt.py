@@ -10,6 +10,11 @@ Peers are checked with ``SO_PEERCRED`` and ``SO_PEERPIDFD``: a peer that lives i
 another pid namespace (every modeling domain has its own), or is one of this
 domain's processes, or is neither root nor our own uid, is refused. File modes
 alone would not keep a root workload out.
+
+The client checks the server the same way: the peer must live in the client's
+own pid namespace (a workload's forged server lives in its domain's) and be the
+process recorded in ``NAME.pid`` next to the socket, so a socket renamed over a
+domain's socket is not believed.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
 
 MAX_REQUEST = 64 << 10
+MAX_CONNECTIONS = 32  # served at once; more are closed at once
 MAX_RESPONSE = 256 << 20
 #: Requests are flat objects; a little room for structured options, no more.
 MAX_REQUEST_DEPTH = 4
@@ -151,6 +157,31 @@ def _pidns(pid: int) -> int | None:
         return None
 
 
+def pid_path(sock: Path) -> Path:
+    """Where the orchestrator serving ``sock`` records its pid."""
+    return sock.with_suffix(".pid")
+
+
+def server_refused(s: socket.socket, path: Path) -> str | None:
+    """None if the peer of ``s`` is the orchestrator of ``path``, else why it is not."""
+    raw = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    pid, uid, _gid = struct.unpack("=iII", raw)
+    if pid <= 0:
+        return "a server outside our pid namespace"
+    if uid not in (0, os.geteuid()):
+        return f"a server of uid {uid}"
+    ns = _pidns(pid)
+    if ns is None or ns != _pidns(os.getpid()):
+        return f"a server in another pid namespace (pid {pid}, a modeling domain?)"
+    try:
+        recorded = int(pid_path(path).read_text().strip())
+    except (OSError, ValueError):
+        return "a server with no recorded pid"
+    if recorded != pid:
+        return f"pid {pid}, not the domain's orchestrator (pid {recorded})"
+    return None
+
+
 class MgmtServer:
     """Serves one domain's socket on a daemon thread."""
 
@@ -174,9 +205,13 @@ class MgmtServer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         os.chmod(path, 0o600)
+        tmp = path.with_suffix(f".pid.{os.getpid()}")
+        tmp.write_text(f"{os.getpid()}\n")
+        os.replace(tmp, pid_path(path))
         self.sock.listen(16)
         self._thread = threading.Thread(target=self._run, name="semtrust-mgmt", daemon=True)
         self._closed = False
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
     def start(self) -> None:
         self._thread.start()
@@ -188,6 +223,9 @@ class MgmtServer:
         self.sock.close()
         with contextlib.suppress(OSError):
             self.path.unlink()
+        with contextlib.suppress(OSError, ValueError):
+            if int(pid_path(self.path).read_text()) == os.getpid():
+                pid_path(self.path).unlink()
 
     def peer_allowed(self, conn: socket.socket) -> str | None:
         """None if the peer may talk to us, else the reason it may not."""
@@ -226,9 +264,19 @@ class MgmtServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if not self._slots.acquire(blocking=False):
+                self.refused += 1
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._serve_one(conn)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(30)
             why = self.peer_allowed(conn)
@@ -283,6 +331,9 @@ def request(name_or_path: str | Path, req: dict[str, Any], timeout: float = 30.0
             s.connect(str(path))
         except OSError as exc:
             raise MgmtError(f"no running domain at {path}: {exc.strerror}") from None
+        why = server_refused(s, path)
+        if why is not None:
+            raise MgmtError(f"{path}: refusing to talk to {why}")
         try:
             send_msg(s, req, MAX_REQUEST)
             resp = recv_msg(s, MAX_RESPONSE)

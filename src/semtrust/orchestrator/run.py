@@ -108,20 +108,20 @@ def run_domain(opts: RunOptions, *,
     domain.watch.use_model_file(opts.model, trust.model_digest)
     attach(domain, trust)
     set_nondumpable()
-    old_umask = os.umask(0)  # emulated opens apply each task's own umask
     try:
         server = MgmtServer(domain, path)  # before launching: a name clash fails fast
     except BaseException:
         trust.close()
-        os.umask(old_umask)
         raise
     try:
         workload = launcher(cmd)
     except BaseException:
         server.close()
         trust.close()
-        os.umask(old_umask)
         raise
+    # Only now, with the workload forked with the caller's umask: emulated opens apply
+    # each task's own umask, so ours must not take anything away.
+    old_umask = os.umask(0)
     domain.workload_pid = workload.pid
     if workload.holder:
         domain.protected.add(workload.holder)

@@ -5,17 +5,28 @@ the facts describe exactly the object that was opened: inode owner and mode,
 the superblock's ``s_magic``, ``s_id`` and ``s_uuid`` (``FS_IOC_GETFSUUID``) and
 the SHA-256 of the content, hashed with ``pread`` so a shared file offset is
 never moved. Digests are cached by (device, inode, size, mtime, ctime).
+
+Hashing is bounded: a file larger than ``SEMTRUST_MAX_HASH_BYTES`` (default 1 GiB)
+or taking longer than ``SEMTRUST_HASH_SECONDS`` (default 120) is not hashed (the
+caller makes its event unmodelable), and hashing stops when ``cancel`` is set
+(e.g. on SIGTERM). With ``async_over`` set, files larger than that are hashed
+on a worker thread: ``digest`` raises :class:`DigestPending` and the caller
+retries once the job's wakeup descriptor is readable, so one large file does
+not hold up every other decision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
 import os
 import stat
 import struct
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 
 from semtrust.events import FileDesc, Inode, PathName
 
@@ -40,6 +51,34 @@ PSEUDO_MAGICS = frozenset({
 
 _DIGEST_CHUNK = 1 << 20
 MAX_DIGEST_CACHE = 65536
+MAX_FS_CACHE = 4096
+MAX_HASH_JOBS = 4  # files hashed at once on worker threads
+MAX_WAITING = 256  # decisions waiting for worker threads
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        v = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return v if v > 0 else default
+
+
+MAX_HASH_BYTES = _env_int("SEMTRUST_MAX_HASH_BYTES", 1 << 30)
+HASH_SECONDS = _env_int("SEMTRUST_HASH_SECONDS", 120)
+
+
+class DigestPending(Exception):
+    """The digest is being computed on a worker thread; retry after ``FileInfo.wakeup``."""
+
+
+@dataclass(slots=True)
+class _Job:
+    thread: threading.Thread | None = None
+    digest: bytes | None = None
+    error: OSError | None = None
+    done: bool = False
+    waiters: int = field(default=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +112,39 @@ def _mount_sources() -> dict[int, tuple[str, str]]:
     return out
 
 
-def _hash_fd(fd: int) -> bytes:
+def _hash_fd(fd: int, cancel: threading.Event | None = None, limit: int = MAX_HASH_BYTES,
+             seconds: float = HASH_SECONDS) -> bytes:
     h = hashlib.sha256()
     off = 0
+    end = time.monotonic() + seconds
     while True:
+        if cancel is not None and cancel.is_set():
+            raise OSError(errno.EINTR, "hashing interrupted")
+        if off > limit:
+            raise OSError(errno.EFBIG, f"file larger than {limit} bytes, not hashed")
+        if time.monotonic() > end:
+            raise OSError(errno.ETIMEDOUT, f"hashing took over {seconds} s")
         chunk = os.pread(fd, _DIGEST_CHUNK, off)
         if not chunk:
             return h.digest()
         h.update(chunk)
         off += len(chunk)
+
+
+def _hash_object(fd: int, cancel: threading.Event | None, limit: int) -> bytes:
+    """Hash through ``fd`` itself when it is readable: a fanotify event's descriptor must
+    not be reopened (the new open would wait for the very decision being made)."""
+    try:
+        return _hash_fd(fd, cancel, limit)
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            raise
+    # An O_PATH (or write-only) descriptor: reopen the very same object for reading.
+    rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        return _hash_fd(rfd, cancel, limit)
+    finally:
+        os.close(rfd)
 
 
 class FileInfo:
@@ -93,6 +156,45 @@ class FileInfo:
         self._mounts: dict[int, tuple[str, str]] | None = None
         self._statfs_buf = ctypes.create_string_buffer(120)
         self._uuid_buf = ctypes.create_string_buffer(17)
+        self.cancel: threading.Event | None = None
+        self.max_bytes = MAX_HASH_BYTES
+        self.async_over: int | None = None
+        self._jobs: dict[tuple[int, int, int, int, int], _Job] = {}
+        self._failed: dict[tuple[int, int, int, int, int], OSError] = {}
+        self._wake_r = self._wake_w = -1
+        self.waiting = 0
+
+    @property
+    def wakeup(self) -> int:
+        """A descriptor that becomes readable when a worker finished a digest."""
+        if self._wake_r < 0:
+            self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        return self._wake_r
+
+    def drain(self) -> None:
+        """Empty the wakeup pipe; finished jobs leave their digest (or error) behind, so a
+        job whose waiter went away does not hold a worker slot."""
+        with contextlib.suppress(OSError):
+            while os.read(self.wakeup, 4096):
+                pass
+        for key, job in list(self._jobs.items()):
+            if not job.done:
+                continue
+            del self._jobs[key]
+            if len(self._digests) >= MAX_DIGEST_CACHE:
+                self._digests.clear()
+            if len(self._failed) >= MAX_DIGEST_CACHE:
+                self._failed.clear()
+            if job.digest is not None:
+                self._digests[key] = job.digest
+            elif job.error is not None:
+                self._failed[key] = job.error
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def fs_info(self, fd: int, dev: int) -> FsInfo:
         """Superblock magic, s_id and UUID of the filesystem ``fd`` lives on."""
@@ -112,6 +214,8 @@ class FileInfo:
         fstype, source = self._mounts.get(dev, ("", ""))
         s_id = os.path.basename(source) if source.startswith("/dev/") else fstype or "unknown"
         info = FsInfo(magic, s_id[:31], uuid)
+        if len(self._fs) >= MAX_FS_CACHE:
+            self._fs.clear()
         self._fs[dev] = info
         return info
 
@@ -123,22 +227,54 @@ class FileInfo:
         d = self._digests.get(key)
         if d is not None:
             return d
-        try:
-            d = _hash_fd(fd)
-        except OSError as e:
-            if e.errno != errno.EBADF:
-                raise
-            # An O_PATH descriptor: reopen the very same object for reading.
-            rfd = os.open(f"/proc/self/fd/{fd}",
-                          os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-            try:
-                d = _hash_fd(rfd)
-            finally:
-                os.close(rfd)
+        failed = self._failed.get(key)
+        if failed is not None:
+            raise OSError(failed.errno, failed.strerror)
+        if st.st_size > self.max_bytes:
+            raise OSError(errno.EFBIG, f"file of {st.st_size} bytes is larger than "
+                                       f"{self.max_bytes} (SEMTRUST_MAX_HASH_BYTES)")
+        job = self._jobs.get(key)
+        if job is not None or (self.async_over is not None and st.st_size > self.async_over):
+            d = self._async(fd, key, job)
+        else:
+            d = _hash_object(fd, self.cancel, self.max_bytes)
         if len(self._digests) >= MAX_DIGEST_CACHE:
             self._digests.clear()
         self._digests[key] = d
         return d
+
+    def _async(self, fd: int, key: tuple[int, int, int, int, int], job: _Job | None) -> bytes:
+        if job is not None and job.done:
+            del self._jobs[key]
+            if job.error is not None:
+                raise job.error
+            assert job.digest is not None
+            return job.digest
+        if job is None:
+            if len(self._jobs) >= MAX_HASH_JOBS:
+                raise OSError(errno.EBUSY, "too many large files being hashed")
+            rfd = os.dup(fd)
+            job = _Job()
+            self.wakeup  # noqa: B018 - creates the pipe the worker writes to
+            job.thread = threading.Thread(target=self._work, args=(job, rfd, self._wake_w),
+                                          name="semtrust-hash", daemon=True)
+            self._jobs[key] = job
+            job.thread.start()
+        if self.waiting >= MAX_WAITING:
+            raise OSError(errno.EBUSY, "too many decisions waiting for digests")
+        self.waiting += 1
+        raise DigestPending()
+
+    def _work(self, job: _Job, rfd: int, wake: int) -> None:
+        try:
+            job.digest = _hash_object(rfd, self.cancel, self.max_bytes)
+        except OSError as exc:
+            job.error = exc
+        finally:
+            os.close(rfd)
+            job.done = True
+            with contextlib.suppress(OSError):
+                os.write(wake, b"x")
 
     def describe(
         self,

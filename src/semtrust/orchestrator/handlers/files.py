@@ -37,10 +37,7 @@ from semtrust.orchestrator.core import (
     _Observe,
     _s32,
 )
-from semtrust.orchestrator.emulate import (
-    AT_FDCWD,
-    RESOLVE_NO_MAGICLINKS,
-)
+from semtrust.orchestrator.emulate import AT_FDCWD
 from semtrust.orchestrator.objects import Describer
 from semtrust.sensors.seccomp import SeccompError
 
@@ -79,10 +76,8 @@ class FileHandlers(Describer):
         if nr != _NR["openat2"]:
             flags &= VALID_OPEN_FLAGS  # open/openat ignore unknown bits; openat2 refuses them
         flags &= 0xFFFFFFFF
-        path = self._target_path(c, path)
-        if (path.startswith(b"/proc") or not path.startswith(b"/")) and \
-                not self._guard_request(c, dirfd, path):
-            self.lst.deny(c.n.id, errno.EACCES)
+        if not path:
+            self.lst.deny(c.n.id, errno.ENOENT)
             return
         creating = bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
         emulate = (self.d.enforcing or creating) and not flags & O_PATH
@@ -100,9 +95,10 @@ class FileHandlers(Describer):
         oflags = os.O_PATH | os.O_CLOEXEC | (flags & (O_NOFOLLOW | O_DIRECTORY))
         try:
             fd = self._open_in_task(c, dirfd, path, oflags, 0, resolve)
-        except OSError:
-            # The kernel will fail the call the same way: no object, no event.
-            self.lst.allow(c.n.id)
+        except OSError as exc:
+            # The kernel would fail the call the same way: fail it with that error rather
+            # than let the kernel resolve again what we could not (never an allow).
+            self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
         try:
             try:
@@ -123,7 +119,7 @@ class FileHandlers(Describer):
         the object checked is the object opened and injected.
         """
         cloexec = bool(flags & O_CLOEXEC)
-        res = resolve | RESOLVE_NO_MAGICLINKS
+        res = resolve
         tmpfile = (flags & O_TMPFILE) == O_TMPFILE
         created = False
         fd = -1
@@ -140,11 +136,6 @@ class FileHandlers(Describer):
             self._open_observed(c, dirfd, path, flags, resolve)
             return
         except OSError as exc:
-            if exc.errno == errno.ELOOP and not flags & O_NOFOLLOW:
-                # A magic link (/dev/stdin -> /proc/self/fd/0): cannot be emulated
-                # safely; check what it names and let the kernel open it.
-                self._open_observed(c, dirfd, path, flags, resolve)
-                return
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
         try:
@@ -227,12 +218,11 @@ class FileHandlers(Describer):
         if atflags & AT_SYMLINK_NOFOLLOW:
             oflags |= O_NOFOLLOW
         try:
-            if not path and atflags & AT_EMPTY_PATH:
-                fd = self._open_in_task(c, dirfd, b"", oflags, 0, 0)
-            else:
-                fd = self._open_in_task(c, dirfd, path, oflags, 0, 0)
-        except OSError:
-            self.lst.allow(c.n.id)  # the kernel fails it the same way; no event
+            if not path and not atflags & AT_EMPTY_PATH:
+                raise OSError(errno.ENOENT, "empty path")
+            fd = self._open_in_task(c, dirfd, path, oflags, 0, 0)
+        except OSError as exc:
+            self.lst.deny(c.n.id, exc.errno or errno.ENOENT)  # as the kernel would fail it
             return
         try:
             fst = os.fstat(fd)

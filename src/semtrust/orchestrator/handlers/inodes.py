@@ -83,18 +83,20 @@ class InodeHandlers(Describer):
         return body
 
     def _resolve(self, c: Ctx, dirfd: int, path: bytes, follow: bool) -> int | None:
-        """An O_PATH fd of the object as the task names it; None: the kernel fails it."""
+        """An O_PATH fd of the object as the task names it; None after failing the call
+        with the error resolution met (the kernel's own, or our refusal of a procfs entry
+        outside the domain: never let through for the kernel to act on)."""
         flags = os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
         try:
             return self._open_in_task(c, dirfd, path, flags, 0, 0)
-        except OSError:
+        except OSError as exc:
+            self.lst.deny(c.n.id, exc.errno or errno.ENOENT)
             return None
 
     def _with_object(self, c: Ctx, etype: str, dirfd: int, path: bytes, follow: bool,
                      body: dict[str, object]) -> None:
         fd = self._resolve(c, dirfd, path, follow)
         if fd is None:
-            self.lst.allow(c.n.id)
             return
         try:
             try:
@@ -108,7 +110,7 @@ class InodeHandlers(Describer):
         self._generic(c, etype, body)
 
     def _new_name(self, c: Ctx, dirfd: int, path: bytes) -> dict[str, object] | None:
-        """The directory a new name goes into, and the name; None: the kernel fails it."""
+        """The directory a new name goes into, and the name; None: the call was failed."""
         head, base = posixpath.split(path.rstrip(b"/") or path)
         fd = self._resolve(c, dirfd, head or b".", True)
         if fd is None:
@@ -178,11 +180,10 @@ class InodeHandlers(Describer):
         if old is None or new is None:
             return
         target = self._new_name(c, ndfd, new)
+        if target is None:
+            return
         fd = self._resolve(c, odfd, old, follow)
-        if target is None or fd is None:
-            if fd is not None:
-                os.close(fd)
-            self.lst.allow(c.n.id)
+        if fd is None:
             return
         try:
             try:
@@ -208,7 +209,6 @@ class InodeHandlers(Describer):
             return
         where = self._new_name(c, dfd, path)
         if where is None:
-            self.lst.allow(c.n.id)
             return
         self.check_valid(c)
         body: dict[str, object] = {"syscall": c.n.name,
@@ -226,7 +226,6 @@ class InodeHandlers(Describer):
             return
         where = self._new_name(c, dfd, path)
         if where is None:
-            self.lst.allow(c.n.id)
             return
         self.check_valid(c)
         self._generic(c, "inode_mknod", {"syscall": c.n.name, "mode": mode & 0xFFFFFFFF,
