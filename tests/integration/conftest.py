@@ -13,7 +13,7 @@ from semtrust.attest.swtpm import SoftwareTpm, swtpm_available
 from tests.integration.needs import need
 
 
-# ---------------------------------------------------------------- [issue5] swtpm
+# ---------------------------------------------------------------- swtpm
 def _tpm_unavailable(reason: str) -> None:
     need(False, f"swtpm: {reason}")
 

@@ -21,12 +21,12 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "points": ("semtrust.cli.trajectory", "points"),
     "replay": ("semtrust.cli.trajectory", "replay"),
     "model": ("semtrust.cli.modelcmd", "model"),
-    "run": ("semtrust.cli.run", "run"),  # [issue3]
+    "run": ("semtrust.cli.run", "run"),
     "console": ("semtrust.cli.run", "console"),
     "list": ("semtrust.cli.run", "list_cmd"),
-    "attest": ("semtrust.cli.attest", "attest"),  # [issue5]
+    "attest": ("semtrust.cli.attest", "attest"),
     "verify": ("semtrust.cli.attest", "verify"),
-    "oci": ("semtrust.cli.oci", "oci"),  # [issue4]
+    "oci": ("semtrust.cli.oci", "oci"),
     "tma": ("semtrust.cli.tma", "tma"),
     "export": ("semtrust.cli.tma", "export"),
     "verifier": ("semtrust.cli.fleet", "verifier"),

@@ -33,7 +33,7 @@ from semtrust.orchestrator.run import RunOptions, run_domain
 @click.option("--tma-key", type=click.Path(dir_okay=False),
               help="Private key (RSA or Ed25519 PEM) that signs attestations.")
 @click.option("--bundle", metavar="DIR",
-              help="Run this OCI bundle under runc (COMMAND overrides process.args).")  # [issue4]
+              help="Run this OCI bundle under runc (COMMAND overrides process.args).")
 @click.option("--tma", "tma", metavar="ADDR",
               help="External TMA (semtrust tma serve): unix:PATH or tcp:HOST:PORT.")
 @click.option("--tma-cert", type=click.Path(dir_okay=False), help="Client certificate (tcp:).")
@@ -70,7 +70,7 @@ def run(name: str | None, output: str | None, trajectory: bool, model: str | Non
                       tma_tls=_tls(tma_cert, tma_cert_key, tma_ca),
                       pseudonyms=[check_pseudonym_path(p) for p in pseudonyms],
                       default_pseudonyms=not no_default_pseudonyms)
-    if bundle is not None:  # [issue4] container mode
+    if bundle is not None:  # container mode
         from semtrust.orchestrator.container import run_container
 
         sys.exit(run_container(opts, bundle, list(command) or None))

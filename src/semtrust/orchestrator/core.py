@@ -172,7 +172,7 @@ class MediatorCore:
             handler(Ctx(n, n.pid, proc, st))
         except Unmodelable as exc:
             if not self.lst.id_valid(n.id):
-                # [issue4] The call is gone (task killed, or interrupted and to be notified
+                # The call is gone (task killed, or interrupted and to be notified
                 # again, e.g. runc init's execve under Go runtime signals): nothing happened.
                 return
             self.fault(n, str(exc))

@@ -63,7 +63,7 @@ class Domain:
         # Called with (process, event) when a process becomes untrusted (e.g. by issue 4's
         # container runtime to kill the container in enforcing mode).
         self.on_untrusted: list[Callable[[Process, Event | None], None]] = []
-        # [issue4] False when another sensor (fanotify, container mode) models the
+        # False when another sensor (fanotify, container mode) models the
         # executable's file_open: exec then only yields bprm_committed_creds here.
         self.model_exec_file = True
         # Reasons, untrusted-since and the live feed (console follow).
@@ -212,7 +212,7 @@ class Domain:
                         return
         finally:
             med.fi.close()
-            # [issue4] With several listeners (runc exec hands over one per exec'd process),
+            # With several listeners (runc exec hands over one per exec'd process),
             # only the last loop to end may close the task table's fds: others still read
             # task memory through them.
             with self.lock:

@@ -34,7 +34,7 @@ class RunOptions:
     trajectory: bool = False
     model: str | None = None
     enforce: bool = False
-    # [issue5] hardware root of trust and attestation (semtrust.attest.domain)
+    # hardware root of trust and attestation (semtrust.attest.domain)
     tpm: str | None = None
     pcr: int | None = None
     base: bytes | None = None
@@ -94,7 +94,7 @@ def run_domain(opts: RunOptions, *,
     cmd = list(opts.command) or [os.environ.get("SHELL") or "/bin/sh"]
     name = opts.name or f"{os.path.basename(cmd[0])}-{os.getpid()}"
     path = socket_path(name)
-    trust = DomainTrust(name, opts.trust_options())  # [issue5]
+    trust = DomainTrust(name, opts.trust_options())
     try:
         if tma is None:
             tma = build_tma(opts, trust)

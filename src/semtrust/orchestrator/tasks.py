@@ -74,7 +74,7 @@ def read_status(tid: int) -> Status:
 def task_root(tgid: int) -> str:
     """The root directory of a process, as a path the supervisor can resolve under.
 
-    [issue4] A pivot_root'ed container in its own mount namespace reads as "/" through
+    A pivot_root'ed container in its own mount namespace reads as "/" through
     readlink: compare the directories themselves and name such a root through /proc, so
     that paths resolve inside the container, not on the host.
     """
@@ -85,7 +85,7 @@ def task_root(tgid: int) -> str:
             if (mine.st_dev, mine.st_ino) != (theirs.st_dev, theirs.st_ino):
                 root = f"/proc/{tgid}/root"
             elif os.stat(f"/proc/{tgid}/ns/mnt").st_ino != _OWN_MNTNS:
-                # [issue3] Same root directory, other mounts (unshare -m + bind mounts):
+                # Same root directory, other mounts (unshare -m + bind mounts):
                 # resolve through the task's own root so its mounts are the ones walked.
                 root = f"/proc/{tgid}/root"
         return root
@@ -144,7 +144,7 @@ class TaskTable:
         if proc is None:
             proc = self._new_process(st)
         else:
-            # [issue4] Re-read with the credentials: runc init opens files before its
+            # Re-read with the credentials: runc init opens files before its
             # pivot_root, and exec may follow a chroot; the root must be the current one.
             proc.root = task_root(st.tgid)
         proc.comm = st.name

@@ -247,7 +247,7 @@ class FileHandlers(Describer):
                        GenericCell(generic_body({"filename": exe_open.path.pathname})),
                        coe=coe1, task_id=new_id),
         ]
-        if not self.d.model_exec_file:  # [issue4] fanotify models the exec open
+        if not self.d.model_exec_file:  # fanotify models the exec open
             events = events[1:]
         if self.decide(c, events):
             self.lst.deny(c.n.id, errno.EPERM)
@@ -265,7 +265,7 @@ class FileHandlers(Describer):
             proc.exec_check = ((fst.st_dev, fst.st_ino), prev, before)
         self.d.tasks.invalidate_process(proc.tgid)
         if not self.lst.allow(c.n.id):
-            # [issue4] The call was interrupted (e.g. a Go runtime signal in runc init) and
+            # The call was interrupted (e.g. a Go runtime signal in runc init) and
             # will be notified again: keep the identity it had, or each retry would chain
             # a new one and learning would not be repeatable.
             proc.parent_task_id, proc.task_id, proc.fork_task_id = before
