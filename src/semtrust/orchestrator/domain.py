@@ -60,7 +60,7 @@ class Domain:
         self.decisions = 0
         self.stop = threading.Event()
         self.listeners: list[Listener] = []
-        # Called with (process, event) when a process becomes untrusted (e.g. by issue 4's
+        # Called with (process, event) when a process becomes untrusted (e.g. by the
         # container runtime to kill the container in enforcing mode).
         self.on_untrusted: list[Callable[[Process, Event | None], None]] = []
         # False when another sensor (fanotify, container mode) models the

@@ -26,7 +26,7 @@ from semtrust.tma.wiring import finish_tma, on_tma_lost, remote_tma
 
 @dataclass
 class RunOptions:
-    """Options of ``semtrust run`` (issue 5 adds TPM and key options here)."""
+    """Options of ``semtrust run``."""
 
     command: Sequence[str]
     name: str | None = None
