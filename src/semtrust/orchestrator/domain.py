@@ -63,6 +63,9 @@ class Domain:
         # [issue4] False when another sensor (fanotify, container mode) models the
         # executable's file_open: exec then only yields bprm_committed_creds here.
         self.model_exec_file = True
+        # True when every open is emulated, learning too (container mode: the object a
+        # path names is checked and injected, never re-resolved by the kernel).
+        self.emulate_opens = False
 
     # ------------------------------------------------------------ properties
     @property

@@ -9,11 +9,20 @@ from pathlib import Path
 
 #: Capabilities the mediator keeps (README "privileges"): read task memory and fds
 #: (CAP_SYS_PTRACE), read files and /proc entries whatever their mode
-#: (CAP_DAC_READ_SEARCH), signal container processes of other uids (CAP_KILL).
+#: (CAP_DAC_READ_SEARCH), signal container processes of other uids (CAP_KILL). Opens
+#: are emulated as the task: its fsuid, fsgid and groups (CAP_SETUID, CAP_SETGID) and
+#: those of its capabilities an open can use (CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID);
+#: the effective set is lowered to the task's own for each open.
+CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
+CAP_FOWNER = 3
+CAP_FSETID = 4
 CAP_KILL = 5
+CAP_SETGID = 6
+CAP_SETUID = 7
 CAP_SYS_PTRACE = 19
-MEDIATOR_CAPS = (CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SYS_PTRACE)
+MEDIATOR_CAPS = (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID, CAP_KILL,
+                 CAP_SETGID, CAP_SETUID, CAP_SYS_PTRACE)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,

@@ -1,39 +1,61 @@
-"""Which sensor mediates a container's open: fanotify or seccomp, never both.
+"""The container's seccomp side: opens emulated, execs described, mounts re-marked.
 
-The container's seccomp profile sends every open to the mediator. An open whose object
-lies on a mount fanotify gates (mounts.py) is let through untouched (CONTINUE): the
-kernel's open then raises the fanotify permission event that models it. Any other open
-(procfs, which refuses permission events, or a mount made after the marking) is
-mediated like in process mode: described, modeled, and emulated when enforcing, so
-the object checked is the object the task gets.
+Every open a container task makes reaches the mediator (the profile notifies the open
+family) and is emulated in every mode, as process mode does when enforcing: the path is
+resolved once in the task to an ``O_PATH`` descriptor, opened through it as the task,
+described, checked and injected (``SECCOMP_IOCTL_NOTIF_ADDFD``). The object checked is
+the object the task gets, wherever it lies (a marked mount, procfs, a mount made later):
+a symlink, cwd or dirfd swapped after the check cannot redirect the open, because the
+kernel never resolves the path again. The mediator's own open of a file on a marked
+mount raises a fanotify event from the mediator's pid, which the file mediator allows
+without modeling (it was modeled here), so each open is modeled once.
+
+What the kernel still opens itself is left to fanotify: executables (exec checks there
+are on the opened file, no path race) and the interpreters an exec loads. Opens that
+cannot be emulated (FIFOs, magic links) are described and then opened by the kernel; on
+a marked mount fanotify sees that open and accepts it only if it is of the object that
+was described (``OpenRoutes.expect``).
+
+An exec of a file on a mount fanotify does not gate (a memfd, a mount made after start)
+is modeled here with its ``file_open`` (content digest). A mount-family call marks the
+task's mount table dirty: at the domain's next mediated call the keeper marks the new
+mounts before that call is decided, so an interpreter an exec loads from a new mount is
+seen by fanotify.
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import re
-import struct
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
+from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.container.mounts import mount_id
-from semtrust.orchestrator.core import Ctx
-from semtrust.orchestrator.emulate import AT_FDCWD, RESOLVE_NO_MAGICLINKS
+from semtrust.orchestrator.core import O_PATH, Ctx, _s32
+from semtrust.orchestrator.emulate import AT_FDCWD
 from semtrust.orchestrator.mediator import Mediator
-from semtrust.sensors.fileinfo import PROC_SUPER_MAGIC
-from semtrust.sensors.seccomp import SYSCALLS
+from semtrust.sensors.seccomp import Notification
 
-O_NOFOLLOW = 0o400000
-FANOTIFY, PROCFS, PROCESS = "fanotify", "procfs", "process"
-_NR_OPEN = SYSCALLS.get("open", 2)
-_NR_CREAT = SYSCALLS.get("creat", 85)
 _SELF_FD = re.compile(rb"/proc/(?:self|thread-self)/fd/([0-9]{1,9})")
-_NR_OPENAT = SYSCALLS.get("openat", 257)
+_NR_OPEN = table.NUMBERS["open"]
+_NR_OPENAT = table.NUMBERS["openat"]
+#: Calls after which a task's mounts may differ: its mount table is read again.
+MOUNT_CHANGING = frozenset({"mount", "umount2", "pivot_root", "move_mount", "fsmount",
+                            "open_tree", "open_tree_attr", "unshare", "setns"})
+CLONE_NEWNS = 0x00020000
+#: Bound on descriptions waiting for the kernel's open of the same object (fallbacks).
+MAX_EXPECTED = 4096
+#: An expected open the kernel did not make within this time is dropped.
+EXPECT_TTL_NS = 5_000_000_000
 
 
 class OpenRoutes:
-    """The ids of the container's mounts that fanotify gates (grows as listeners arrive)."""
+    """What the seccomp side and the file mediator share: the ids of the mounts fanotify
+    gates, the runc handshake FIFO, opens described here that the kernel makes next, and
+    the tasks whose mounts changed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -42,6 +64,11 @@ class OpenRoutes:
         #: to wait for ``start``; it is the runtime's handshake (its host path changes
         #: with every run), not the workload's, and is not modeled.
         self.handshake: tuple[int, int] | None = None
+        self._expected: dict[tuple[int, int, int], list[int]] = {}
+        self._dirty: set[int] = set()
+        #: Marks the mounts of a pid's namespace (the keeper does it); set by the mediator.
+        self.remark: Callable[[int], None] | None = None
+        self._remark_lock = threading.Lock()
 
     def add(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -50,105 +77,107 @@ class OpenRoutes:
     def gated(self, mnt_id: int) -> bool:
         return mnt_id in self._ids
 
+    # ---------------------------------------------------- opens the kernel makes
+    def expect(self, tgid: int, dev: int, ino: int) -> None:
+        """The kernel is about to open (dev, ino) for ``tgid``; it was modeled already."""
+        now = time.monotonic_ns()
+        with self._lock:
+            if len(self._expected) >= MAX_EXPECTED:
+                self._expected.clear()
+            self._expected.setdefault((tgid, dev, ino), []).append(now)
 
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
+    def consume(self, tgid: int, dev: int, ino: int) -> bool:
+        """Was this open by ``tgid`` of (dev, ino) expected (and so already modeled)?"""
+        now = time.monotonic_ns()
+        with self._lock:
+            times = self._expected.get((tgid, dev, ino))
+            while times:
+                t = times.pop(0)
+                if now - t < EXPECT_TTL_NS:
+                    if not times:
+                        del self._expected[(tgid, dev, ino)]
+                    return True
+            self._expected.pop((tgid, dev, ino), None)
+            return False
+
+    # ------------------------------------------------------------ mount changes
+    def changed(self, pid: int) -> None:
+        with self._lock:
+            self._dirty.add(pid)
+
+    def refresh(self) -> None:
+        """Mark the mounts of every task whose mount table changed (before deciding)."""
+        if not self._dirty or self.remark is None:
+            return
+        with self._remark_lock:
+            with self._lock:
+                pids, self._dirty = self._dirty, set()
+            for pid in pids:
+                self.remark(pid)
 
 
 def mediator_class(routes: OpenRoutes) -> type[Mediator]:
-    """A process-mode mediator whose opens on fanotify-gated mounts are left to fanotify."""
+    """The process-mode mediator with container mode's opens, execs and mounts."""
 
     class ContainerMediator(Mediator):
+        def handle(self, n: Notification) -> None:
+            e = table.lookup(n.nr)
+            if e is not None and e.when and not e.applies(n.args):
+                # Only a bundle rule with conditions of its own sends these: inert.
+                self.lst.allow(n.id)
+                return
+            if e is not None and e.cls == table.REFUSED and e.in_kernel:
+                self.lst.deny(n.id, e.errno)  # as the process mode's filter does
+                return
+            routes.refresh()
+            super().handle(n)
+            if n.name in MOUNT_CHANGING or (n.name == "clone" and n.args[0] & CLONE_NEWNS):
+                routes.changed(n.pid)
+
         def _open(self, c: Ctx) -> None:
-            route, call = self._route(c)
-            if route == FANOTIFY:
-                self.lst.allow(c.n.id)  # fanotify models it when the kernel opens it
-            elif route == PROCFS and call is not None:
-                dirfd, path, flags, resolve = call
-                if not self._guard_request(c, dirfd, self._target_path(c, path)):
-                    self.lst.deny(c.n.id, errno.EACCES)
-                    return
-                self.check_valid(c)
-                # Described and checked, then opened by the kernel: emulating procfs
-                # opens would run into procfs's own checks against the mediator.
-                self._open_observed(c, dirfd, path, flags, resolve)
-            else:
-                super()._open(c)
+            if routes.handshake is not None and self._is_handshake(c):
+                self.lst.allow(c.n.id)  # runc's own FIFO, not on a marked mount
+                return
+            super()._open(c)  # emulated: Domain.emulate_opens
 
-        def _route(self, c: Ctx) -> tuple[str, tuple[int, bytes, int, int] | None]:
-            """Which sensor mediates this open (FANOTIFY, PROCFS or PROCESS), and the
-            call's (dirfd, path, flags, resolve). PROCESS when unsure."""
+        def _open_observed(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                           resolve: int) -> None:
+            """A FIFO or a magic link: the kernel opens it after our check. On a marked
+            mount, fanotify then sees that open: tell it which object was checked."""
+            if not flags & O_PATH:
+                with contextlib.suppress(OSError):
+                    fd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                            | (flags & os.O_NOFOLLOW), 0, resolve)
+                    try:
+                        if routes.gated(mount_id(fd)):
+                            st = os.fstat(fd)
+                            routes.expect(c.proc.tgid, st.st_dev, st.st_ino)
+                    finally:
+                        os.close(fd)
+            super()._open_observed(c, dirfd, path, flags, resolve)
+
+        def _models_exec_open(self, fd: int) -> bool:
+            """fanotify models execs from the mounts it gates; this handler the rest
+            (a memfd, a mount made after start)."""
+            try:
+                return not routes.gated(mount_id(fd))
+            except OSError:
+                return True
+
+        def _is_handshake(self, c: Ctx) -> bool:
+            """Is this runc init's ``open("/proc/self/fd/N")`` of the exec FIFO?"""
             a = c.n.args
-            nr = c.n.nr
-            resolve = 0
-            if nr in (_NR_OPEN, _NR_CREAT):
-                dirfd, paddr = AT_FDCWD, a[0]
-                flags = _s32(a[1]) if nr == _NR_OPEN else os.O_CREAT
-            elif nr == _NR_OPENAT:
-                dirfd, paddr, flags = _s32(a[0]), a[1], _s32(a[2])
-            else:  # openat2: flags in the task's memory
-                dirfd, paddr = _s32(a[0]), a[1]
-                try:
-                    raw = self.read_mem(c, a[2], 24) if 24 <= a[3] <= 4096 else b""
-                except OSError:
-                    return PROCESS, None
-                if len(raw) < 24:
-                    return PROCESS, None
-                f64, _mode, resolve = struct.unpack("=QQQ", raw)
-                flags = _s32(f64)
+            if c.n.nr == _NR_OPEN:
+                paddr = a[0]
+            elif c.n.nr == _NR_OPENAT and _s32(a[0]) == AT_FDCWD:
+                paddr = a[1]
+            else:
+                return False
             try:
-                path = self.read_str(c, paddr)
+                m = _SELF_FD.fullmatch(self.read_str(c, paddr))
             except OSError:
-                return PROCESS, None  # the process-mode handler answers as the kernel would
-            call = (dirfd, path, flags, resolve)
-            try:
-                fd = self._open_in_task(c, dirfd, path,
-                                        os.O_PATH | os.O_CLOEXEC | (flags & O_NOFOLLOW), 0,
-                                        resolve | RESOLVE_NO_MAGICLINKS)
-            except OSError as exc:
-                # Missing, a magic link, a loop: the process-mode handler decides (it
-                # reproduces the kernel's answer or checks what a magic link names).
-                if exc.errno == errno.ELOOP and self._is_handshake(c, dirfd, path):
-                    return FANOTIFY, call  # not modeled: see OpenRoutes.handshake
-                if exc.errno == errno.ENOENT and flags & os.O_CREAT:
-                    # A create: the new file lands on its directory's mount, and the
-                    # kernel's open of it raises the fanotify event.
-                    return self._route_parent(c, call), call
-                return PROCESS, call
-            try:
-                if routes.gated(mount_id(fd)):
-                    return FANOTIFY, call
-                st = os.fstat(fd)
-                if self.fi.fs_info(fd, st.st_dev).magic == PROC_SUPER_MAGIC:
-                    return PROCFS, call
-                return PROCESS, call
-            except OSError:
-                return PROCESS, call
-            finally:
-                os.close(fd)
-
-        def _route_parent(self, c: Ctx, call: tuple[int, bytes, int, int]) -> str:
-            dirfd, path, _flags, resolve = call
-            parent = path.rstrip(b"/").rpartition(b"/")[0] if b"/" in path else b"."
-            if path.startswith(b"/") and not parent:
-                parent = b"/"
-            try:
-                fd = self._open_in_task(c, dirfd, parent, os.O_PATH | os.O_CLOEXEC, 0,
-                                        resolve | RESOLVE_NO_MAGICLINKS)
-            except OSError:
-                return PROCESS
-            try:
-                return FANOTIFY if routes.gated(mount_id(fd)) else PROCESS
-            except OSError:
-                return PROCESS
-            finally:
-                os.close(fd)
-
-        def _is_handshake(self, c: Ctx, dirfd: int, path: bytes) -> bool:
-            """Is the path runc init's ``/proc/self/fd/N`` of the exec FIFO?"""
-            m = _SELF_FD.fullmatch(path)
-            if routes.handshake is None or m is None or dirfd != AT_FDCWD:
+                return False
+            if m is None:
                 return False
             try:
                 st = os.stat(f"/proc/{c.tid}/fd/{int(m.group(1))}")
@@ -157,3 +186,4 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             return (st.st_dev, st.st_ino) == routes.handshake
 
     return ContainerMediator
+

@@ -85,7 +85,8 @@ class FileHandlers(Describer):
             self.lst.deny(c.n.id, errno.EACCES)
             return
         creating = bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
-        emulate = (self.d.enforcing or creating) and not flags & O_PATH
+        emulate = (self.d.enforcing or self.d.emulate_opens or creating) \
+            and not flags & O_PATH
         if creating or not emulate:
             # What we read must still be the notifying task's. (A plain emulated open needs
             # no check: ADDFD itself fails if the notification is no longer valid.)
@@ -241,6 +242,7 @@ class FileHandlers(Describer):
                 self.lst.allow(c.n.id)  # EACCES/ENOEXEC from the kernel, no exec happens
                 return
             exe_open = self._describe(c, fd, os.O_RDONLY | FMODE_EXEC, readable=True)
+            model_file = self._models_exec_open(fd)
         except PermissionError as exc:
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
@@ -257,7 +259,7 @@ class FileHandlers(Describer):
                        GenericCell(generic_body({"filename": exe_open.path.pathname})),
                        coe=coe1, task_id=new_id),
         ]
-        if not self.d.model_exec_file:  # [issue4] fanotify models the exec open
+        if not model_file:  # another sensor (container mode's fanotify) models it
             events = events[1:]
         if self.decide(c, events):
             self.lst.deny(c.n.id, errno.EPERM)
@@ -279,6 +281,10 @@ class FileHandlers(Describer):
             # will be notified again: keep the identity it had, or each retry would chain
             # a new one and learning would not be repeatable.
             proc.parent_task_id, proc.task_id, proc.fork_task_id = before
+
+    def _models_exec_open(self, fd: int) -> bool:
+        """Does this handler model the executable's file_open (``fd``: the executable)?"""
+        return self.d.model_exec_file
 
     def _exec_kind(self, fd: int) -> str:
         """"elf", "script", "none" (the kernel would say ENOEXEC) or "any" (cannot tell)."""
