@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 #: Capabilities the mediator keeps (README "privileges"): read task memory and fds
@@ -58,3 +59,33 @@ def drop_capabilities(keep: Sequence[int]) -> None:
         e = ctypes.get_errno()
         raise OSError(e, f"capset: {os.strerror(e)}")
 
+
+
+_NR_CAPGET = 125
+_NR_CAPSET = 126
+_libc.syscall.restype = ctypes.c_long
+
+
+@contextmanager
+def with_capability(cap: int) -> Iterator[None]:
+    """Raise ``cap`` (from the permitted set) into this thread's effective set for the
+    body, then restore the effective set (raw syscalls: this thread only)."""
+    hdr = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
+    old = (ctypes.c_uint32 * 6)()
+    if _libc.syscall(ctypes.c_long(_NR_CAPGET), ctypes.c_void_p(ctypes.addressof(hdr)),
+                     ctypes.c_void_p(ctypes.addressof(old))) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"capget: {os.strerror(e)}")
+    new = (ctypes.c_uint32 * 6)(*old)
+    new[3 * (cap // 32)] |= 1 << (cap % 32)
+    hdr[0] = _CAP_V3
+    if _libc.syscall(ctypes.c_long(_NR_CAPSET), ctypes.c_void_p(ctypes.addressof(hdr)),
+                     ctypes.c_void_p(ctypes.addressof(new))) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"capset: {os.strerror(e)}")
+    try:
+        yield
+    finally:
+        hdr[0] = _CAP_V3
+        _libc.syscall(ctypes.c_long(_NR_CAPSET), ctypes.c_void_p(ctypes.addressof(hdr)),
+                      ctypes.c_void_p(ctypes.addressof(old)))

@@ -33,10 +33,12 @@ import time
 from collections.abc import Callable, Iterable
 
 from semtrust.orchestrator import syscalls as table
+from semtrust.orchestrator.container.caps import CAP_SYS_PTRACE, with_capability
 from semtrust.orchestrator.container.mounts import mount_id
 from semtrust.orchestrator.core import O_PATH, Ctx, _s32
 from semtrust.orchestrator.emulate import AT_FDCWD
 from semtrust.orchestrator.mediator import Mediator
+from semtrust.sensors.fileinfo import PROC_SUPER_MAGIC
 from semtrust.sensors.seccomp import Notification
 
 _SELF_FD = re.compile(rb"/proc/(?:self|thread-self)/fd/([0-9]{1,9})")
@@ -155,6 +157,46 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
                     finally:
                         os.close(fd)
             super()._open_observed(c, dirfd, path, flags, resolve)
+
+        def _open_in_task(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
+                          resolve: int) -> int:
+            # Reaching the task's root, cwd and dirfd through /proc/PID is our access,
+            # not the task's: a task that is not dumpable (runc init, a daemon that
+            # cleared it) would otherwise have every emulated open refused.
+            with with_capability(CAP_SYS_PTRACE):
+                return super()._open_in_task(c, dirfd, path, flags, mode, resolve)
+
+        def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                              mode: int, res: int, creating: bool) -> tuple[int, bool]:
+            try:
+                return super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
+                                                 creating)
+            except PermissionError:
+                fd = self._open_own_proc(c, dirfd, path, flags, res)
+                if fd < 0:
+                    raise
+                return fd, False
+
+        def _open_own_proc(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                           res: int) -> int:
+            """The task's own /proc/PID entries: the kernel lets a process open those
+            whatever its dumpability (runc init is not dumpable), which a check against
+            the mediator would refuse. Opened with CAP_SYS_PTRACE kept; -1 if not own."""
+            pfd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                     | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)), 0, res)
+            try:
+                shown = os.readlink(f"/proc/self/fd/{pfd}").encode()
+                own = (b"/proc/%d" % c.proc.nspid, b"/proc/%d" % c.proc.tgid)
+                if not shown.startswith(own) or \
+                        shown.split(b"/")[2] not in (own[0][6:], own[1][6:]) or \
+                        self.fi.fs_info(pfd, os.fstat(pfd).st_dev).magic != PROC_SUPER_MAGIC:
+                    return -1
+                rflags = (flags | os.O_NOCTTY | os.O_CLOEXEC) & ~(
+                    os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
+                with with_capability(CAP_SYS_PTRACE):
+                    return os.open(f"/proc/self/fd/{pfd}", rflags)
+            finally:
+                os.close(pfd)
 
         def _models_exec_open(self, fd: int) -> bool:
             """fanotify models execs from the mounts it gates; this handler the rest
