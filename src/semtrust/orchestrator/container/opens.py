@@ -107,15 +107,16 @@ class OpenRoutes:
         with self._lock:
             self._dirty.add(pid)
 
-    def refresh(self) -> None:
-        """Mark the mounts of every task whose mount table changed (before deciding)."""
+    def refresh(self, pid: int) -> None:
+        """Mark the mounts of every task whose mount table changed, and of ``pid`` (the
+        caller about to be decided: the task that mounted may have exited)."""
         if not self._dirty or self.remark is None:
             return
         with self._remark_lock:
             with self._lock:
-                pids, self._dirty = self._dirty, set()
-            for pid in pids:
-                self.remark(pid)
+                pids, self._dirty = self._dirty | {pid}, set()
+            for p in sorted(pids):
+                self.remark(p)
 
 
 def mediator_class(routes: OpenRoutes) -> type[Mediator]:
@@ -131,7 +132,7 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             if e is not None and e.cls == table.REFUSED and e.in_kernel:
                 self.lst.deny(n.id, e.errno)  # as the process mode's filter does
                 return
-            routes.refresh()
+            routes.refresh(n.pid)
             super().handle(n)
             if n.name in MOUNT_CHANGING or (n.name == "clone" and n.args[0] & CLONE_NEWNS):
                 routes.changed(n.pid)

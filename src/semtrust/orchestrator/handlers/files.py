@@ -162,6 +162,13 @@ class FileHandlers(Describer):
             if self.decide(c, [ev]):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
+            if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode) \
+                    and flags & O_ACCMODE != os.O_RDONLY:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError as exc:
+                    self.lst.deny(c.n.id, exc.errno or errno.EACCES)
+                    return
             try:
                 self.lst.addfd_send(c.n.id, fd, cloexec=cloexec)
             except SeccompError as exc:
@@ -200,7 +207,10 @@ class FileHandlers(Describer):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
                     raise OSError(errno.ELOOP, "symbolic link")  # O_NOFOLLOW
-                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW)
+                # O_TRUNC waits for the decision (_open_emulated): a denied open must
+                # not have emptied the file.
+                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW
+                                                           | O_TRUNC)
                 return os.open(f"/proc/self/fd/{pfd}", rflags), False
             finally:
                 os.close(pfd)

