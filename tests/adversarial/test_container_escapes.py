@@ -158,7 +158,7 @@ def test_route_race_cannot_land_on_procfs(setup: tuple[Path, Path, Path], mode: 
     open checked on /tmp/d and re-resolved by the kernel would read pid 1's environment:
     opens are emulated, so what is checked is what is opened."""
     model = learn(setup, "/bin/ca benign-race 200", "race")
-    r = enforce(setup, model, f"/bin/ca {mode} 20000")
+    r = enforce(setup, model, f"/bin/ca {mode} 5000")
     assert "LEAK" not in r.stdout and ENV_SECRET not in r.stdout, r.stdout
     assert "opens ok" in r.stdout, r.stderr  # it ran
     # pid 1 is the attack itself (sh execs the last command): /proc/self/environ
