@@ -163,7 +163,7 @@ def test_route_race_cannot_land_on_procfs(setup: tuple[Path, Path, Path], mode: 
     assert "opens ok" in r.stdout, r.stderr  # it ran
     # pid 1 is the attack itself (sh execs the last command): /proc/self/environ
     assert any(ln.endswith(("/proc/PID/environ", "/proc/self/environ"))
-               for ln in forensic_lines(r)), r.stderr
+               for ln in forensic_lines(r)), r.stdout + r.stderr
 
 
 @pytest.mark.parametrize(("variant", "runs"), [("", True), ("flip", False)])

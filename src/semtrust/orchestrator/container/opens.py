@@ -169,35 +169,29 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
 
         def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int,
                               mode: int, res: int, creating: bool) -> tuple[int, bool]:
+            """As the process mode's, except for the task's own /proc/PID entries: the
+            kernel lets a process open those whatever its dumpability or capabilities
+            (runc init is not dumpable), which a check against the mediator would refuse.
+            So the open runs with CAP_SYS_PTRACE kept; an object it gives that is not the
+            task's own and on procfs is opened again without it."""
+            with with_capability(CAP_SYS_PTRACE):
+                fd, created = super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
+                                                        creating)
             try:
-                return super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
-                                                 creating)
-            except PermissionError:
-                fd = self._open_own_proc(c, dirfd, path, flags, res)
-                if fd < 0:
-                    raise
-                return fd, False
+                if created or self._own_or_not_proc(c, fd):
+                    return fd, created
+            except OSError:
+                pass
+            os.close(fd)
+            return super()._open_via_path_fd(c, dirfd, path, flags, mode, res, creating)
 
-        def _open_own_proc(self, c: Ctx, dirfd: int, path: bytes, flags: int,
-                           res: int) -> int:
-            """The task's own /proc/PID entries: the kernel lets a process open those
-            whatever its dumpability (runc init is not dumpable), which a check against
-            the mediator would refuse. Opened with CAP_SYS_PTRACE kept; -1 if not own."""
-            pfd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
-                                     | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)), 0, res)
-            try:
-                shown = os.readlink(f"/proc/self/fd/{pfd}").encode()
-                own = (b"/proc/%d" % c.proc.nspid, b"/proc/%d" % c.proc.tgid)
-                if not shown.startswith(own) or \
-                        shown.split(b"/")[2] not in (own[0][6:], own[1][6:]) or \
-                        self.fi.fs_info(pfd, os.fstat(pfd).st_dev).magic != PROC_SUPER_MAGIC:
-                    return -1
-                rflags = (flags | os.O_NOCTTY | os.O_CLOEXEC) & ~(
-                    os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
-                with with_capability(CAP_SYS_PTRACE):
-                    return os.open(f"/proc/self/fd/{pfd}", rflags)
-            finally:
-                os.close(pfd)
+        def _own_or_not_proc(self, c: Ctx, fd: int) -> bool:
+            st = os.fstat(fd)
+            if self.fi.fs_info(fd, st.st_dev).magic != PROC_SUPER_MAGIC:
+                return True
+            parts = os.readlink(f"/proc/self/fd/{fd}").split("/")
+            return len(parts) < 3 or parts[1] != "proc" or not parts[2].isdigit() \
+                or int(parts[2]) in (c.proc.nspid, c.proc.tgid)
 
         def _models_exec_open(self, fd: int) -> bool:
             """fanotify models execs from the mounts it gates; this handler the rest
