@@ -6,6 +6,7 @@
  *   race-dirfd N     the same with openat(dirfd) while another thread dup2()s /proc/1
  *                    over the dirfd
  *   benign-race N    the opens alone (cwd /tmp/d, no flipping): what the model learns
+ *   x32 | i386       getpid through another ABI (must be killed)
  *   memfd-exec FILE [flip]  copy FILE into a memfd (one byte changed with "flip") and
  *                    execveat(memfd, "", AT_EMPTY_PATH) it as "FILE echo RAN"
  *
@@ -125,7 +126,23 @@ static int memfd_exec(const char *path, int flip) {
     return 1;
 }
 
+/* getpid through the x32 ABI (number | 0x40000000) or the i386 ABI (int 0x80): the
+ * filter lists x86_64 only, so both must kill the process. */
+static int other_abi(const char *which) {
+    long r;
+    if (strcmp(which, "x32") == 0) {
+        r = syscall(0x40000000L | SYS_getpid);
+    } else {
+        long nr = 20; /* i386 getpid */
+        __asm__ volatile("int $0x80" : "=a"(r) : "a"(nr) : "memory");
+    }
+    printf("ALIVE %ld\n", r);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 2 && (strcmp(argv[1], "x32") == 0 || strcmp(argv[1], "i386") == 0))
+        return other_abi(argv[1]);
     if (argc >= 3 && strncmp(argv[1], "race-", 5) == 0) return race(argv[1], atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "benign-race") == 0) return race(argv[1], atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "memfd-exec") == 0)

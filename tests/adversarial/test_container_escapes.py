@@ -212,3 +212,14 @@ def test_exec_from_a_tmpfs_mounted_after_start(admin: tuple[Path, Path, Path]) -
     assert r.returncode != 0
     assert any(ln.split()[1:2] == ["file_open"] and ln.endswith("/mnt/busybox")
                for ln in forensic_lines(r)), r.stderr
+
+
+@pytest.mark.parametrize("abi", ["x32", "i386"])
+def test_other_abis_are_killed(setup: tuple[Path, Path, Path], abi: str) -> None:
+    """The profile lists x86_64 only: a call through the x32 or i386 ABI (numbers the
+    table does not classify) kills the caller in every mode, learning included."""
+    bdir, _vol, _model = setup
+    r = run("--name", f"esc-abi-{os.getpid()}", "--bundle", str(bdir), "--", "sh", "-c",
+            f"/bin/ca {abi}; echo status=$?")
+    assert "ALIVE" not in r.stdout, r.stdout
+    assert "status=159" in r.stdout, r.stdout + r.stderr  # 128 + SIGSYS

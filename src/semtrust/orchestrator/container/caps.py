@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,10 +67,29 @@ _NR_CAPSET = 126
 _libc.syscall.restype = ctypes.c_long
 
 
+_raised = threading.local()
+
+
 @contextmanager
 def with_capability(cap: int) -> Iterator[None]:
     """Raise ``cap`` (from the permitted set) into this thread's effective set for the
-    body, then restore the effective set (raw syscalls: this thread only)."""
+    body, then restore the effective set (raw syscalls: this thread only). Nested uses
+    for the same capability cost nothing."""
+    held: set[int] = getattr(_raised, "caps", None) or set()
+    _raised.caps = held
+    if cap in held:
+        yield
+        return
+    held.add(cap)
+    try:
+        with _raise(cap):
+            yield
+    finally:
+        held.discard(cap)
+
+
+@contextmanager
+def _raise(cap: int) -> Iterator[None]:
     hdr = (ctypes.c_uint32 * 2)(_CAP_V3, 0)
     old = (ctypes.c_uint32 * 6)()
     if _libc.syscall(ctypes.c_long(_NR_CAPGET), ctypes.c_void_p(ctypes.addressof(hdr)),
