@@ -5,7 +5,8 @@
  *                    a chosen delay after each open starts (see flipper)
  *   race-dirfd N     the same with openat(dirfd) while another thread dup2()s /proc/1
  *                    over the dirfd
- *   benign-race N    the opens alone (cwd /tmp/d, no flipping): what the model learns
+ *   race-fifo N      the same with /tmp/f, where "environ" is a FIFO (opened O_NONBLOCK)
+ *   benign-race N, benign-fifo N   the opens alone (no flipping): what the model learns
  *   x32 | i386       getpid through another ABI (must be killed)
  *   memfd-exec FILE [flip]  copy FILE into a memfd (one byte changed with "flip") and
  *                    execveat(memfd, "", AT_EMPTY_PATH) it as "FILE echo RAN"
@@ -27,6 +28,7 @@
 static volatile int stop;
 static volatile long go;  /* the opener's iteration, set just before each open */
 static int dirfd_slot = 100, fd_good, fd_proc, use_dirfd;
+static const char *good_dir = "/tmp/d";
 
 static long now_ns(void) {
     struct timespec t;
@@ -46,7 +48,7 @@ static void to_proc(void) {
 
 static void to_good(void) {
     if (use_dirfd) dup2(fd_good, dirfd_slot);
-    else if (chdir("/tmp/d") != 0) stop = 1;
+    else if (chdir(good_dir) != 0) stop = 1;
 }
 
 /* For each open, wait a delay after the opener starts it, move the cwd (dirfd) onto
@@ -74,10 +76,13 @@ static void *flipper(void *arg) {
 static int race(const char *mode, long n) {
     use_dirfd = strcmp(mode, "race-dirfd") == 0;
     int flip = strncmp(mode, "race-", 5) == 0;
+    int fifo = strstr(mode, "fifo") != NULL;
+    int oflags = fifo ? O_RDONLY | O_NONBLOCK : O_RDONLY;
     long ok = 0, bad = 0, leaks = 0;
     char buf[4096];
-    if (chdir("/tmp/d") != 0) return 2;
-    fd_good = open("/tmp/d", O_PATH | O_DIRECTORY);
+    if (fifo) good_dir = "/tmp/f";
+    if (chdir(good_dir) != 0) return 2;
+    fd_good = open(good_dir, O_PATH | O_DIRECTORY);
     fd_proc = open("/proc/1", O_PATH | O_DIRECTORY);  /* benign too: the same events */
     if (fd_good < 0 || fd_proc < 0) return 2;
     dup2(fd_good, dirfd_slot);
@@ -85,7 +90,7 @@ static int race(const char *mode, long n) {
     if (flip && pthread_create(&t, NULL, flipper, NULL) != 0) return 2;
     for (long i = 0; i < n; i++) {
         go = i + 1;
-        int fd = use_dirfd ? openat(dirfd_slot, "environ", O_RDONLY) : open("environ", O_RDONLY);
+        int fd = use_dirfd ? openat(dirfd_slot, "environ", oflags) : open("environ", oflags);
         if (fd < 0) {
             bad++;
             continue;
@@ -144,7 +149,10 @@ int main(int argc, char **argv) {
     if (argc >= 2 && (strcmp(argv[1], "x32") == 0 || strcmp(argv[1], "i386") == 0))
         return other_abi(argv[1]);
     if (argc >= 3 && strncmp(argv[1], "race-", 5) == 0) return race(argv[1], atol(argv[2]));
-    if (argc >= 3 && strcmp(argv[1], "benign-race") == 0) return race(argv[1], atol(argv[2]));
+    if (argc >= 3 && strncmp(argv[1], "benign-", 7) == 0 && strcmp(argv[1], "benign-race")
+        && strcmp(argv[1], "benign-fifo"))
+        return 2;
+    if (argc >= 3 && strncmp(argv[1], "benign-", 7) == 0) return race(argv[1], atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "memfd-exec") == 0)
         return memfd_exec(argv[2], argc > 3 && strcmp(argv[3], "flip") == 0);
     fprintf(stderr, "usage: container_attacks MODE ARGS\n");

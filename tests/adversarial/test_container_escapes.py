@@ -39,6 +39,8 @@ def _build_attacks(rootfs: Path, tmp: Path) -> None:
                     str(HERE / "container_attacks.c")], check=True, capture_output=True)
     (rootfs / "tmp" / "d").mkdir(parents=True, exist_ok=True)
     (rootfs / "tmp" / "d" / "environ").write_text("benign\n")
+    (rootfs / "tmp" / "f").mkdir(exist_ok=True)
+    os.mkfifo(rootfs / "tmp" / "f" / "environ")
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +153,14 @@ def enforce(setup: tuple[Path, Path, Path], model: Path, script: str
                "--bundle", str(bdir), "--", "sh", "-c", f"{BENIGN}; {script}")
 
 
-@pytest.mark.parametrize("mode", ["race-cwd", "race-dirfd"])
+@pytest.mark.parametrize("mode", ["race-cwd", "race-dirfd", "race-fifo"])
 def test_route_race_cannot_land_on_procfs(setup: tuple[Path, Path, Path], mode: str) -> None:
-    """One thread opens "environ" (an allowed file in /tmp/d) again and again; another
-    moves the cwd (or the dirfd) between /tmp/d and /proc/1 with no mediated call. An
-    open checked on /tmp/d and re-resolved by the kernel would read pid 1's environment:
-    opens are emulated, so what is checked is what is opened."""
-    model = learn(setup, "/bin/ca benign-race 200", "race")
+    """One thread opens "environ" (an allowed file in /tmp/d; a FIFO in /tmp/f) again and
+    again; another moves the cwd (or the dirfd) between there and /proc/1 with no mediated
+    call. An open checked there and re-resolved by the kernel would read pid 1's
+    environment: opens are emulated (FIFOs too), so what is checked is what is opened."""
+    benign = "benign-fifo" if mode == "race-fifo" else "benign-race"
+    model = learn(setup, f"/bin/ca {benign} 200", benign)
     r = enforce(setup, model, f"/bin/ca {mode} 5000")
     assert "LEAK" not in r.stdout and ENV_SECRET not in r.stdout, r.stdout
     assert "opens ok" in r.stdout, r.stderr  # it ran

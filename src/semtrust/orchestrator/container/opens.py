@@ -12,9 +12,11 @@ without modeling (it was modeled here), so each open is modeled once.
 
 What the kernel still opens itself is left to fanotify: executables (exec checks there
 are on the opened file, no path race) and the interpreters an exec loads. Opens that
-cannot be emulated (FIFOs, magic links) are described and then opened by the kernel; on
-a marked mount fanotify sees that open and accepts it only if it is of the object that
-was described (``OpenRoutes.expect``).
+the process mode leaves to the kernel are handled here too: a FIFO is opened by a helper
+thread through the descriptor that was checked (``fifo.py``: its open blocks until the
+other end opens); a magic link is described and then opened by the kernel, and on a
+marked mount fanotify accepts that open only if it is of the object that was described
+(``OpenRoutes.expect``).
 
 An exec of a file on a mount fanotify does not gate (a memfd, a mount made after start)
 is modeled here with its ``file_open`` (content digest). A mount-family call marks the
@@ -26,17 +28,20 @@ seen by fanotify.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.container.caps import CAP_SYS_PTRACE, with_capability
+from semtrust.orchestrator.container.fifo import open_fifo_later
 from semtrust.orchestrator.container.mounts import mount_id
 from semtrust.orchestrator.core import O_PATH, Ctx, _s32
-from semtrust.orchestrator.emulate import AT_FDCWD
+from semtrust.orchestrator.emulate import AT_FDCWD, RESOLVE_NO_MAGICLINKS
 from semtrust.orchestrator.mediator import Mediator
 from semtrust.sensors.fileinfo import PROC_SUPER_MAGIC
 from semtrust.sensors.seccomp import Notification
@@ -145,19 +150,59 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
 
         def _open_observed(self, c: Ctx, dirfd: int, path: bytes, flags: int,
                            resolve: int) -> None:
-            """A FIFO or a magic link: the kernel opens it after our check. On a marked
-            mount, fanotify then sees that open: tell it which object was checked."""
+            """What the process mode opens through the kernel after its check: a FIFO
+            (opened here by a helper thread instead, fifo.py), a magic link, O_PATH."""
             if not flags & O_PATH:
+                pfd = -1
                 with contextlib.suppress(OSError):
-                    fd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
-                                            | (flags & os.O_NOFOLLOW), 0, resolve)
+                    pfd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                             | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)),
+                                             0, resolve | RESOLVE_NO_MAGICLINKS)
+                if pfd >= 0:
                     try:
-                        if routes.gated(mount_id(fd)):
-                            st = os.fstat(fd)
-                            routes.expect(c.proc.tgid, st.st_dev, st.st_ino)
+                        if stat.S_ISFIFO(os.fstat(pfd).st_mode):
+                            fifo, pfd = pfd, -1
+                            self._open_fifo(c, fifo, flags)
+                            return
                     finally:
-                        os.close(fd)
+                        if pfd >= 0:
+                            os.close(pfd)
+                self._expect_kernel_open(c, dirfd, path, flags, resolve)
             super()._open_observed(c, dirfd, path, flags, resolve)
+
+        def _open_fifo(self, c: Ctx, pfd: int, flags: int) -> None:
+            """Check the FIFO ``pfd`` names, then have a helper open it (takes ``pfd``)."""
+            try:
+                try:
+                    desc = self._describe(c, pfd, flags, readable=True)
+                except PermissionError as exc:
+                    self.lst.deny(c.n.id, exc.errno or errno.EACCES)
+                    return
+                self.check_valid(c)
+                if self.decide(c, [self.event(c, "file_open", self.file_cell(desc))]):
+                    self.lst.deny(c.n.id, errno.EPERM)
+                    return
+                if open_fifo_later(self.lst.fd, c.n.id, pfd, flags, c.st, self.d.stop):
+                    pfd = -1  # the helper's now
+                else:
+                    self.lst.deny(c.n.id, errno.ENFILE)
+            finally:
+                if pfd >= 0:
+                    os.close(pfd)
+
+        def _expect_kernel_open(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                                resolve: int) -> None:
+            """A magic link: the kernel opens it after our check. On a marked mount,
+            fanotify then sees that open: tell it which object was checked."""
+            with contextlib.suppress(OSError):
+                fd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                        | (flags & os.O_NOFOLLOW), 0, resolve)
+                try:
+                    if routes.gated(mount_id(fd)):
+                        st = os.fstat(fd)
+                        routes.expect(c.proc.tgid, st.st_dev, st.st_ino)
+                finally:
+                    os.close(fd)
 
         def _open_in_task(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                           resolve: int) -> int:
