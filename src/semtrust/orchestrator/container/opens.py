@@ -35,21 +35,31 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from semtrust.orchestrator import syscalls as table
-from semtrust.orchestrator.container.caps import CAP_SYS_PTRACE, with_capability
+from semtrust.orchestrator.container.caps import (
+    CAP_SYS_PTRACE,
+    PtraceCreds,
+    with_capability,
+    without_capability,
+)
 from semtrust.orchestrator.container.fifo import open_fifo_later
 from semtrust.orchestrator.container.mounts import mount_id
 from semtrust.orchestrator.core import O_PATH, Ctx, _s32
 from semtrust.orchestrator.emulate import AT_FDCWD, RESOLVE_NO_MAGICLINKS
 from semtrust.orchestrator.mediator import Mediator
 from semtrust.sensors.fileinfo import PROC_SUPER_MAGIC
-from semtrust.sensors.seccomp import Notification
+from semtrust.sensors.seccomp import Listener, Notification
+
+if TYPE_CHECKING:
+    from semtrust.orchestrator.domain import Domain
 
 _SELF_FD = re.compile(rb"/proc/(?:self|thread-self)/fd/([0-9]{1,9})")
 _NR_OPEN = table.NUMBERS["open"]
 _NR_OPENAT = table.NUMBERS["openat"]
-#: Calls after which a task's mounts may differ: its mount table is read again.
+#: Calls after which a task's mounts may differ: its mount table is read again (and
+#: clone/clone3 with CLONE_NEWNS).
 MOUNT_CHANGING = frozenset({"mount", "umount2", "pivot_root", "move_mount", "fsmount",
                             "open_tree", "open_tree_attr", "unshare", "setns"})
 CLONE_NEWNS = 0x00020000
@@ -128,6 +138,10 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
     """The process-mode mediator with container mode's opens, execs and mounts."""
 
     class ContainerMediator(Mediator):
+        def __init__(self, domain: Domain, listener: Listener) -> None:
+            super().__init__(domain, listener)
+            self.creds = PtraceCreds()
+
         def handle(self, n: Notification) -> None:
             e = table.lookup(n.nr)
             if e is not None and e.when and not e.applies(n.args):
@@ -138,9 +152,24 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
                 self.lst.deny(n.id, e.errno)  # as the process mode's filter does
                 return
             routes.refresh(n.pid)
+            new_ns = n.name in MOUNT_CHANGING or self._clones_mount_ns(n)
             super().handle(n)
-            if n.name in MOUNT_CHANGING or (n.name == "clone" and n.args[0] & CLONE_NEWNS):
+            if new_ns:
                 routes.changed(n.pid)
+
+        def _clones_mount_ns(self, n: Notification) -> bool:
+            """clone/clone3 with CLONE_NEWNS (clone3's flags are the first field of its
+            struct in task memory; unreadable counts as yes)."""
+            if n.name == "clone":
+                return bool(n.args[0] & CLONE_NEWNS)
+            if n.name != "clone3":
+                return False
+            try:
+                raw = os.pread(self._mem(Ctx(n, n.pid, *self.d.tasks.thread(n.pid))), 8,
+                               n.args[0])
+            except (OSError, KeyError):
+                return True
+            return len(raw) < 8 or bool(int.from_bytes(raw, "little") & CLONE_NEWNS)
 
         def _open(self, c: Ctx) -> None:
             if routes.handshake is not None and self._is_handshake(c):
@@ -217,8 +246,8 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             """As the process mode's, except for the task's own /proc/PID entries: the
             kernel lets a process open those whatever its dumpability or capabilities
             (runc init is not dumpable), which a check against the mediator would refuse.
-            So the open runs with CAP_SYS_PTRACE kept; an object it gives that is not the
-            task's own and on procfs is opened again without it."""
+            So the open runs with CAP_SYS_PTRACE kept (PtraceCreds); an object it gives
+            that is not the task's own and on procfs is opened again without it."""
             with with_capability(CAP_SYS_PTRACE):
                 fd, created = super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
                                                         creating)
@@ -228,7 +257,9 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             except OSError:
                 pass
             os.close(fd)
-            return super()._open_via_path_fd(c, dirfd, path, flags, mode, res, creating)
+            with without_capability(CAP_SYS_PTRACE):
+                return super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
+                                                 creating)
 
         def _own_or_not_proc(self, c: Ctx, fd: int) -> bool:
             st = os.fstat(fd)
