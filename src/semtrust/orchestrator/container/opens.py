@@ -86,6 +86,7 @@ class OpenRoutes:
         #: Marks the mounts of a pid's namespace (the keeper does it); set by the mediator.
         self.remark: Callable[[int], None] | None = None
         self._remark_lock = threading.Lock()
+        self._marking = False
 
     def add(self, ids: Iterable[int]) -> None:
         with self._lock:
@@ -101,7 +102,10 @@ class OpenRoutes:
         with self._lock:
             if len(self._expected) >= MAX_EXPECTED:
                 self._expected.clear()
-            self._expected.setdefault((tgid, dev, ino), []).append(now)
+            times = self._expected.setdefault((tgid, dev, ino), [])
+            if len(times) >= 64:
+                times.pop(0)
+            times.append(now)
 
     def consume(self, tgid: int, dev: int, ino: int) -> bool:
         """Was this open by ``tgid`` of (dev, ino) expected (and so already modeled)?"""
@@ -125,13 +129,19 @@ class OpenRoutes:
     def refresh(self, pid: int) -> None:
         """Mark the mounts of every task whose mount table changed, and of ``pid`` (the
         caller about to be decided: the task that mounted may have exited)."""
-        if not self._dirty or self.remark is None:
+        if (not self._dirty and not self._marking) or self.remark is None:
             return
-        with self._remark_lock:
-            with self._lock:
-                pids, self._dirty = self._dirty | {pid}, set()
-            for p in sorted(pids):
-                self.remark(p)
+        with self._remark_lock:  # a call decided meanwhile waits for the marks
+            self._marking = True
+            try:
+                with self._lock:
+                    if not self._dirty:
+                        return
+                    pids, self._dirty = self._dirty | {pid}, set()
+                for p in sorted(pids):
+                    self.remark(p)
+            finally:
+                self._marking = False
 
 
 def mediator_class(routes: OpenRoutes) -> type[Mediator]:
