@@ -6,7 +6,10 @@
  *   race-dirfd N     the same with openat(dirfd) while another thread dup2()s /proc/1
  *                    over the dirfd
  *   race-fifo N      the same with /tmp/f, where "environ" is a FIFO (opened O_NONBLOCK)
- *   benign-race N, benign-fifo N   the opens alone (no flipping): what the model learns
+ *   race-magic N     open("/tmp/m/environ"), a symlink to /proc/self/fd/100, while another
+ *                    thread dup2()s an O_PATH descriptor of /tmp/d/environ or of
+ *                    /proc/1/environ onto 100
+ *   benign-race N, benign-fifo N, benign-magic N   the opens alone (no flipping)
  *   x32 | i386       getpid through another ABI (must be killed)
  *   memfd-exec FILE [flip]  copy FILE into a memfd (one byte changed with "flip") and
  *                    execveat(memfd, "", AT_EMPTY_PATH) it as "FILE echo RAN"
@@ -74,7 +77,8 @@ static void *flipper(void *arg) {
     return NULL;
 }
 static int race(const char *mode, long n) {
-    use_dirfd = strcmp(mode, "race-dirfd") == 0;
+    int magic = strstr(mode, "magic") != NULL;
+    use_dirfd = strcmp(mode, "race-dirfd") == 0 || magic;
     int flip = strncmp(mode, "race-", 5) == 0;
     int fifo = strstr(mode, "fifo") != NULL;
     int oflags = fifo ? O_RDONLY | O_NONBLOCK : O_RDONLY;
@@ -82,15 +86,21 @@ static int race(const char *mode, long n) {
     char buf[4096];
     if (fifo) good_dir = "/tmp/f";
     if (chdir(good_dir) != 0) return 2;
-    fd_good = open(good_dir, O_PATH | O_DIRECTORY);
-    fd_proc = open("/proc/1", O_PATH | O_DIRECTORY);  /* benign too: the same events */
+    if (magic) {  /* /tmp/m/environ -> /proc/self/fd/100, and fd 100 is what flips */
+        fd_good = open("/tmp/d/environ", O_PATH);
+        fd_proc = open("/proc/1/environ", O_PATH);  /* benign too: the same events */
+    } else {
+        fd_good = open(good_dir, O_PATH | O_DIRECTORY);
+        fd_proc = open("/proc/1", O_PATH | O_DIRECTORY);
+    }
     if (fd_good < 0 || fd_proc < 0) return 2;
     dup2(fd_good, dirfd_slot);
     pthread_t t;
     if (flip && pthread_create(&t, NULL, flipper, NULL) != 0) return 2;
     for (long i = 0; i < n; i++) {
         go = i + 1;
-        int fd = use_dirfd ? openat(dirfd_slot, "environ", oflags) : open("environ", oflags);
+        int fd = magic ? open("/tmp/m/environ", oflags)
+                 : use_dirfd ? openat(dirfd_slot, "environ", oflags) : open("environ", oflags);
         if (fd < 0) {
             bad++;
             continue;
@@ -150,7 +160,7 @@ int main(int argc, char **argv) {
         return other_abi(argv[1]);
     if (argc >= 3 && strncmp(argv[1], "race-", 5) == 0) return race(argv[1], atol(argv[2]));
     if (argc >= 3 && strncmp(argv[1], "benign-", 7) == 0 && strcmp(argv[1], "benign-race")
-        && strcmp(argv[1], "benign-fifo"))
+        && strcmp(argv[1], "benign-fifo") && strcmp(argv[1], "benign-magic"))
         return 2;
     if (argc >= 3 && strncmp(argv[1], "benign-", 7) == 0) return race(argv[1], atol(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "memfd-exec") == 0)

@@ -41,6 +41,8 @@ def _build_attacks(rootfs: Path, tmp: Path) -> None:
     (rootfs / "tmp" / "d" / "environ").write_text("benign\n")
     (rootfs / "tmp" / "f").mkdir(exist_ok=True)
     os.mkfifo(rootfs / "tmp" / "f" / "environ")
+    (rootfs / "tmp" / "m").mkdir(exist_ok=True)
+    (rootfs / "tmp" / "m" / "environ").symlink_to("/proc/self/fd/100")
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +155,15 @@ def enforce(setup: tuple[Path, Path, Path], model: Path, script: str
                "--bundle", str(bdir), "--", "sh", "-c", f"{BENIGN}; {script}")
 
 
-@pytest.mark.parametrize("mode", ["race-cwd", "race-dirfd", "race-fifo"])
+@pytest.mark.parametrize("mode", ["race-cwd", "race-dirfd", "race-fifo", "race-magic"])
 def test_route_race_cannot_land_on_procfs(setup: tuple[Path, Path, Path], mode: str) -> None:
     """One thread opens "environ" (an allowed file in /tmp/d; a FIFO in /tmp/f) again and
     again; another moves the cwd (or the dirfd) between there and /proc/1 with no mediated
-    call. An open checked there and re-resolved by the kernel would read pid 1's
-    environment: opens are emulated (FIFOs too), so what is checked is what is opened."""
-    benign = "benign-fifo" if mode == "race-fifo" else "benign-race"
+    call (or, race-magic, swaps the descriptor a magic link names). An open checked there
+    and re-resolved by the kernel would read pid 1's environment: opens are emulated
+    (FIFOs and magic links too), so what is checked is what is opened."""
+    benign = {"race-fifo": "benign-fifo", "race-magic": "benign-magic"}.get(mode,
+                                                                          "benign-race")
     model = learn(setup, f"/bin/ca {benign} 200", benign)
     r = enforce(setup, model, f"/bin/ca {mode} 5000")
     assert "LEAK" not in r.stdout and ENV_SECRET not in r.stdout, r.stdout

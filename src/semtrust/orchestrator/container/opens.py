@@ -14,9 +14,10 @@ What the kernel still opens itself is left to fanotify: executables (exec checks
 are on the opened file, no path race) and the interpreters an exec loads. Opens that
 the process mode leaves to the kernel are handled here too: a FIFO is opened by a helper
 thread through the descriptor that was checked (``fifo.py``: its open blocks until the
-other end opens); a magic link is described and then opened by the kernel, and on a
-marked mount fanotify accepts that open only if it is of the object that was described
-(``OpenRoutes.expect``).
+other end opens); a magic link at the end of a path (``/proc/self/fd/N``, ``/dev/stdin``)
+is followed once here, symlinks leading to it expanded in the task. What still goes to
+the kernel after a check (a magic link inside a path) is accepted by fanotify on a marked
+mount only if it is of the object that was described (``OpenRoutes.expect``).
 
 An exec of a file on a mount fanotify does not gate (a memfd, a mount made after start)
 is modeled here with its ``file_open`` (content digest). A mount-family call marks the
@@ -46,7 +47,7 @@ from semtrust.orchestrator.container.caps import (
 )
 from semtrust.orchestrator.container.fifo import open_fifo_later
 from semtrust.orchestrator.container.mounts import mount_id
-from semtrust.orchestrator.core import O_PATH, Ctx, _s32
+from semtrust.orchestrator.core import O_PATH, Ctx, _Observe, _s32
 from semtrust.orchestrator.emulate import AT_FDCWD, RESOLVE_NO_MAGICLINKS
 from semtrust.orchestrator.mediator import Mediator
 from semtrust.sensors.fileinfo import PROC_SUPER_MAGIC
@@ -144,6 +145,10 @@ class OpenRoutes:
                 self._marking = False
 
 
+class _NotALink(Exception):
+    """A path that failed without a link in its last component: the first error stands."""
+
+
 def mediator_class(routes: OpenRoutes) -> type[Mediator]:
     """The process-mode mediator with container mode's opens, execs and mounts."""
 
@@ -193,10 +198,15 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             (opened here by a helper thread instead, fifo.py), a magic link, O_PATH."""
             if not flags & O_PATH:
                 pfd = -1
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError), with_capability(CAP_SYS_PTRACE):
                     pfd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
                                              | (flags & (os.O_NOFOLLOW | os.O_DIRECTORY)),
                                              0, resolve | RESOLVE_NO_MAGICLINKS)
+                if pfd < 0 and not flags & os.O_NOFOLLOW:
+                    with contextlib.suppress(OSError, _NotALink), \
+                            with_capability(CAP_SYS_PTRACE):
+                        pfd = self._resolve_magic(c, dirfd, path, flags,
+                                                  resolve | RESOLVE_NO_MAGICLINKS)
                 if pfd >= 0:
                     try:
                         if stat.S_ISFIFO(os.fstat(pfd).st_mode):
@@ -253,14 +263,26 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
 
         def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int,
                               mode: int, res: int, creating: bool) -> tuple[int, bool]:
-            """As the process mode's, except for the task's own /proc/PID entries: the
-            kernel lets a process open those whatever its dumpability or capabilities
-            (runc init is not dumpable), which a check against the mediator would refuse.
-            So the open runs with CAP_SYS_PTRACE kept (PtraceCreds); an object it gives
-            that is not the task's own and on procfs is opened again without it."""
-            with with_capability(CAP_SYS_PTRACE):
-                fd, created = super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
-                                                        creating)
+            """As the process mode's, and also through a magic link (_resolve_magic).
+
+            The task's own /proc/PID entries: the kernel lets a process open those
+            whatever its dumpability or capabilities (runc init is not dumpable), which a
+            check against the mediator would refuse. So the open runs with CAP_SYS_PTRACE
+            kept (PtraceCreds); an object it gives that is not the task's own and on
+            procfs is opened again without it."""
+            try:
+                with with_capability(CAP_SYS_PTRACE):
+                    fd, created = super()._open_via_path_fd(c, dirfd, path, flags, mode,
+                                                            res, creating)
+            except OSError as exc:
+                # ELOOP: a magic link; ENOENT: maybe a symlink into /proc/self, which
+                # names the mediator (absent from the container's procfs), not the task.
+                if exc.errno not in (errno.ELOOP, errno.ENOENT) or flags & os.O_NOFOLLOW:
+                    raise
+                try:
+                    return self._open_magic(c, dirfd, path, flags, res, creating), False
+                except _NotALink:
+                    raise exc from None
             try:
                 if created or self._own_or_not_proc(c, fd):
                     return fd, created
@@ -270,6 +292,87 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             with without_capability(CAP_SYS_PTRACE):
                 return super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
                                                  creating)
+
+        def _open_magic(self, c: Ctx, dirfd: int, path: bytes, flags: int, res: int,
+                        creating: bool) -> int:
+            """Open what a path ending in a magic link names, resolved once."""
+            pfd = self._resolve_magic(c, dirfd, path, flags, res)
+            try:
+                if creating and flags & os.O_EXCL:
+                    raise FileExistsError(errno.EEXIST, "exists")
+                if stat.S_ISFIFO(os.fstat(pfd).st_mode):
+                    raise _Observe  # a pipe or FIFO: _open_observed hands it to a helper
+                rflags = (flags | os.O_NOCTTY | os.O_CLOEXEC) & ~(
+                    os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_TRUNC)
+                if self._own_or_not_proc(c, pfd):
+                    return os.open(f"/proc/self/fd/{pfd}", rflags)
+                with without_capability(CAP_SYS_PTRACE):
+                    return os.open(f"/proc/self/fd/{pfd}", rflags)
+            finally:
+                os.close(pfd)
+
+        def _resolve_magic(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                           res: int) -> int:
+            """An O_PATH descriptor of what ``path`` names when its last component is a
+            magic link (``/proc/PID/fd/N``, ``cwd``, ``root``, ``exe``), possibly reached
+            through ordinary symlinks (``/dev/stdin``): symlinks are expanded here, in
+            the task, and the magic link is followed once, so the object checked is the
+            object opened. A magic link in the middle of a path raises ELOOP (the caller
+            falls back to the kernel's open)."""
+            for hop in range(40):
+                try:
+                    return self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                              | (flags & os.O_DIRECTORY), 0, res)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOENT):
+                        raise
+                    if hop == 0 and exc.errno == errno.ENOENT:
+                        first: OSError | None = exc
+                    else:
+                        first = None
+                path = self._target_path(c, path)
+                head, _sep, last = path.rpartition(b"/")
+                if not last or last in (b".", b".."):
+                    raise _NotALink if first else OSError(errno.ELOOP, "link inside the path")
+                parent = head if head else (b"/" if path.startswith(b"/") else b".")
+                try:
+                    pd = self._open_in_task(c, dirfd, parent, os.O_PATH | os.O_DIRECTORY
+                                            | os.O_CLOEXEC, 0, res)
+                except OSError:
+                    if first:
+                        raise _NotALink from None
+                    raise
+                try:
+                    try:
+                        st = os.stat(last, dir_fd=pd, follow_symlinks=False)
+                    except OSError:
+                        if first:
+                            raise _NotALink from None
+                        raise
+                    if not stat.S_ISLNK(st.st_mode):
+                        if first:
+                            raise _NotALink
+                        raise OSError(errno.ELOOP, "not a link")
+                    if self.fi.fs_info(pd, os.fstat(pd).st_dev).magic == PROC_SUPER_MAGIC:
+                        return self._follow_proc_link(c, pd, last)
+                    target = os.readlink(last, dir_fd=pd)
+                finally:
+                    os.close(pd)
+                path = target if target.startswith(b"/") else parent + b"/" + target
+            raise OSError(errno.ELOOP, "too many symbolic links")
+
+        def _follow_proc_link(self, c: Ctx, pd: int, last: bytes) -> int:
+            """Follow procfs link ``last`` in directory ``pd`` (/proc/PID/fd...), as the
+            task may: only links of domain processes; others' without CAP_SYS_PTRACE."""
+            parts = os.readlink(f"/proc/self/fd/{pd}").split("/")
+            pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+            if pid is None or not self._proc_pid_allowed(c, pid):
+                raise PermissionError(errno.EACCES, "outside the domain")
+            if pid in (c.proc.nspid, c.proc.tgid):
+                with with_capability(CAP_SYS_PTRACE):
+                    return os.open(last, os.O_PATH | os.O_CLOEXEC, dir_fd=pd)
+            with without_capability(CAP_SYS_PTRACE):
+                return os.open(last, os.O_PATH | os.O_CLOEXEC, dir_fd=pd)
 
         def _own_or_not_proc(self, c: Ctx, fd: int) -> bool:
             st = os.fstat(fd)
