@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from semtrust.orchestrator.bundle import build_busybox_bundle
+from semtrust.orchestrator.bundle import build_busybox_bundle, load_bundle, write_config
 from semtrust.orchestrator.container import (
     MEDIATOR_CAPS,
     STALE_AFTER_S,
@@ -406,3 +406,28 @@ def test_container_cannot_escape_mediation(bundle: Path, tmp_path: Path) -> None
     assert "listener rc -1 errno 1\n" in r.stdout, r.stdout
     assert "io_uring rc -1 errno 38\n" in r.stdout, r.stdout
     assert "userfaultfd rc -1 errno 1\n" in r.stdout, r.stdout
+
+
+def test_runc_init_as_another_user_without_no_new_privs(tmp_path: Path) -> None:
+    """noNewPrivileges false (podman's default) and a non-root user: runc installs the
+    profile before it switches to the user, so its own calls (setgroups, setresuid,
+    capset, listing its /proc/self/fd as a process that is not dumpable) are mediated.
+    They run as without semtrust, learn the same points twice and enforce clean."""
+    b = build_busybox_bundle(tmp_path / "bundle", ["sh", "-c", "cat /etc/hostname; id"],
+                             files={"/etc/hostname": HOSTNAME})
+    cfg = load_bundle(b).config
+    cfg["process"]["noNewPrivileges"] = False
+    cfg["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5]}
+    write_config(cfg, b)
+    models = []
+    for i in range(2):
+        m = tmp_path / f"m{i}.model"
+        r = semtrust("run", "--output", str(m), "--bundle", str(b))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == HOSTNAME + "uid=1000 gid=1000 groups=5\n", r.stdout + r.stderr
+        assert "could not be modeled" not in r.stderr
+        models.append(m)
+    assert points(models[0]) == points(models[1])
+    r = semtrust("run", "--model", str(models[0]), "--enforce", "--bundle", str(b))
+    assert r.returncode == 0, r.stderr
+    assert "outside the model" not in r.stderr and "could not be modeled" not in r.stderr

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.container.caps import (
+    CAP_DAC_READ_SEARCH,
     CAP_SYS_PTRACE,
     PtraceCreds,
     with_capability,
@@ -274,6 +275,11 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
                 with with_capability(CAP_SYS_PTRACE):
                     fd, created = super()._open_via_path_fd(c, dirfd, path, flags, mode,
                                                             res, creating)
+            except PermissionError:
+                fd = self._open_own_fd_dir(c, dirfd, path, flags, res)
+                if fd < 0:
+                    raise
+                return fd, False
             except OSError as exc:
                 # ELOOP: a magic link; ENOENT: maybe a symlink into /proc/self, which
                 # names the mediator (absent from the container's procfs), not the task.
@@ -292,6 +298,31 @@ def mediator_class(routes: OpenRoutes) -> type[Mediator]:
             with without_capability(CAP_SYS_PTRACE):
                 return super()._open_via_path_fd(c, dirfd, path, flags, mode, res,
                                                  creating)
+
+        def _open_own_fd_dir(self, c: Ctx, dirfd: int, path: bytes, flags: int,
+                             res: int) -> int:
+            """The task's own /proc/PID/fd (or fdinfo) directory, which the kernel lets a
+            process list even when it is root's (a process that is not dumpable, such as
+            runc init after it switched to the container's user). -1 if not that."""
+            if flags & os.O_ACCMODE != os.O_RDONLY:
+                return -1
+            with with_capability(CAP_SYS_PTRACE):
+                pfd = self._open_in_task(c, dirfd, path, os.O_PATH | os.O_CLOEXEC
+                                         | os.O_DIRECTORY, 0, res)
+            try:
+                parts = os.readlink(f"/proc/self/fd/{pfd}").split("/")
+                if parts[:2] != ["", "proc"] or len(parts) not in (4, 6) \
+                        or parts[-1] not in ("fd", "fdinfo") or not parts[2].isdigit() \
+                        or int(parts[2]) not in (c.proc.nspid, c.proc.tgid) \
+                        or (len(parts) == 6 and parts[3] != "task") \
+                        or self.fi.fs_info(pfd, os.fstat(pfd).st_dev).magic \
+                        != PROC_SUPER_MAGIC:
+                    return -1
+                with with_capability(CAP_DAC_READ_SEARCH):
+                    return os.open(f"/proc/self/fd/{pfd}", (flags | os.O_CLOEXEC)
+                                   & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+            finally:
+                os.close(pfd)
 
         def _open_magic(self, c: Ctx, dirfd: int, path: bytes, flags: int, res: int,
                         creating: bool) -> int:
