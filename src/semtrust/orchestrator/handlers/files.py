@@ -207,10 +207,12 @@ class FileHandlers(Describer):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
                     raise OSError(errno.ELOOP, "symbolic link")  # O_NOFOLLOW
-                # O_TRUNC waits for the decision (_open_emulated): a denied open must
-                # not have emptied the file.
+                # O_TRUNC waits for the decision (_open_emulated: ftruncate on the
+                # writable descriptor): a denied open must not have emptied the file.
+                # (O_RDONLY|O_TRUNC, which Linux also truncates, keeps it here.)
+                later = O_TRUNC if flags & O_ACCMODE != os.O_RDONLY else 0
                 rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW
-                                                           | O_TRUNC)
+                                                           | later)
                 return os.open(f"/proc/self/fd/{pfd}", rflags), False
             finally:
                 os.close(pfd)
