@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from semtrust.orchestrator.bundle import build_busybox_bundle
+from semtrust.orchestrator.bundle import build_busybox_bundle, load_bundle, write_config
 from semtrust.orchestrator.container import (
+    MEDIATOR_CAPS,
     STALE_AFTER_S,
     STATE_LOCK,
     cgroup2_root,
@@ -139,9 +140,38 @@ def test_each_open_is_mediated_once_with_container_paths(bundle: Path, tmp_path:
     # tmpfs copy: s_uuid is zeroed in the coefficient; s_id is the stable "tmpfs".
     host = next(e for e in opens if e["file_open"]["file"]["path"]["pathname"] == "/etc/hostname")
     assert host["file_open"]["file"]["inode"]["s_id"] == "tmpfs"
-    # Opens are notified to seccomp as well: one on a fanotify-marked mount is left to
-    # fanotify, so /etc/hostname (read once by cat) is one event, not two.
+    # Opens are emulated by the seccomp side; fanotify lets the mediator's own open of
+    # the file through, so /etc/hostname (read once by cat) is one event, not two.
     assert paths.count("/etc/hostname") == 1, paths
+
+
+# The writer is waited for before the next open: its SIGCHLD arriving while sh's open
+# waits for the mediator would interrupt that open (README, container limits: runc 1.1
+# cannot ask for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV).
+FIFO_AND_PROC = ("mkfifo /dev/f && { echo through-fifo > /dev/f & cat /dev/f; wait; } && "
+                 "cat /proc/self/status /proc/1/cmdline > /dev/null && echo x > /dev/new && "
+                 "cat /dev/new /dev/null")
+
+
+def test_fifo_procfs_and_created_files_learn_twice_and_enforce_clean(bundle: Path,
+                                                                    tmp_path: Path) -> None:
+    """FIFOs are opened by the kernel after the check (fanotify accepts exactly the object
+    described), procfs and new files are emulated: the same points twice, and the model
+    enforces the same run without a denial."""
+    models = []
+    for i in range(2):
+        m = tmp_path / f"m{i}.model"
+        r = semtrust("run", "--output", str(m), "--bundle", str(bundle), "--", "sh", "-c",
+                     FIFO_AND_PROC)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "through-fifo\nx\n", r.stdout + r.stderr
+        models.append(m)
+    assert points(models[0]) == points(models[1])
+    r = semtrust("run", "--model", str(models[0]), "--enforce", "--bundle", str(bundle), "--",
+                 "sh", "-c", FIFO_AND_PROC)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "through-fifo\nx\n"
+    assert "outside the model" not in r.stderr and "could not be modeled" not in r.stderr
 
 
 def test_bundle_on_disk_is_not_modified(bundle: Path, tmp_path: Path) -> None:
@@ -191,7 +221,8 @@ def test_domain_is_its_own_cgroup_with_only_container_processes(bundle: Path,
         status = Path(f"/proc/{med}/status").read_text()
         capeff = int(next(ln for ln in status.splitlines()
                           if ln.startswith("CapEff:")).split()[1], 16)
-        assert capeff == (1 << 2) | (1 << 5) | (1 << 19)
+        assert capeff == sum(1 << c for c in MEDIATOR_CAPS)
+        assert not capeff & (1 << 21)  # no CAP_SYS_ADMIN: marking mounts is the keeper's
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
@@ -377,3 +408,28 @@ def test_container_cannot_escape_mediation(bundle: Path, tmp_path: Path) -> None
     assert "listener rc -1 errno 1\n" in r.stdout, r.stdout
     assert "io_uring rc -1 errno 38\n" in r.stdout, r.stdout
     assert "userfaultfd rc -1 errno 1\n" in r.stdout, r.stdout
+
+
+def test_runc_init_as_another_user_without_no_new_privs(tmp_path: Path) -> None:
+    """noNewPrivileges false (podman's default) and a non-root user: runc installs the
+    profile before it switches to the user, so its own calls (setgroups, setresuid,
+    capset, listing its /proc/self/fd as a process that is not dumpable) are mediated.
+    They run as without semtrust, learn the same points twice and enforce clean."""
+    b = build_busybox_bundle(tmp_path / "bundle", ["sh", "-c", "cat /etc/hostname; id"],
+                             files={"/etc/hostname": HOSTNAME})
+    cfg = load_bundle(b).config
+    cfg["process"]["noNewPrivileges"] = False
+    cfg["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [5]}
+    write_config(cfg, b)
+    models = []
+    for i in range(2):
+        m = tmp_path / f"m{i}.model"
+        r = semtrust("run", "--output", str(m), "--bundle", str(b))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == HOSTNAME + "uid=1000 gid=1000 groups=5\n", r.stdout + r.stderr
+        assert "could not be modeled" not in r.stderr
+        models.append(m)
+    assert points(models[0]) == points(models[1])
+    r = semtrust("run", "--model", str(models[0]), "--enforce", "--bundle", str(b))
+    assert r.returncode == 0, r.stderr
+    assert "outside the model" not in r.stderr and "could not be modeled" not in r.stderr

@@ -68,6 +68,9 @@ class Domain:
         self.model_exec_file = True
         # Reasons, untrusted-since and the live feed (console follow).
         self.watch = Watch()
+        # True when every open is emulated, learning too (container mode: the object a
+        # path names is checked and injected, never re-resolved by the kernel).
+        self.emulate_opens = False
 
     # ------------------------------------------------------------ properties
     @property

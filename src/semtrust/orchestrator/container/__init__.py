@@ -16,9 +16,10 @@ privilege and each can stop the container if the other dies (fail closed):
   It drops every capability except CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and CAP_KILL
   before it touches any workload event.
 
-Each open is mediated once: the seccomp profile does not notify open/openat/openat2/creat
-(fanotify owns them) and the process-mode exec handler leaves the executable's
-``file_open`` to fanotify (``Domain.model_exec_file = False``).
+The seccomp profile is the process mode's allowlist (``profile.py``). Each open is
+mediated once: the seccomp side emulates it (``opens.py``) and fanotify lets the
+mediator's own open through; fanotify models what the kernel opens itself (executables
+on the mounts it gates, the interpreters an exec loads).
 """
 
 from __future__ import annotations
@@ -29,12 +30,7 @@ from semtrust.orchestrator.container.files import FileMediator
 from semtrust.orchestrator.container.keeper import Keeper, open_fanotify, run_container
 from semtrust.orchestrator.container.opener import O_LARGEFILE, opener_flags
 from semtrust.orchestrator.container.prepare import find_runc, prepare
-from semtrust.orchestrator.container.profile import (
-    FILE_OPEN_SYSCALLS,
-    notify_profile_rules,
-    notify_syscalls,
-    refuse_escapes,
-)
+from semtrust.orchestrator.container.profile import container_profile, notify_syscalls
 from semtrust.orchestrator.container.state import (
     STALE_AFTER_S,
     STATE_LOCK,
@@ -48,9 +44,9 @@ from semtrust.orchestrator.container.state import (
 )
 
 __all__ = [
-    "FILE_OPEN_SYSCALLS", "MEDIATOR_CAPS", "O_LARGEFILE", "STALE_AFTER_S", "STATE_LOCK",
-    "FileMediator", "Keeper", "Plan", "cgroup2_root", "cgroup_of", "cleanup_state",
+    "MEDIATOR_CAPS", "O_LARGEFILE", "STALE_AFTER_S", "STATE_LOCK", "FileMediator", "Keeper",
+    "Plan", "cgroup2_root", "cgroup_of", "cleanup_state", "container_profile",
     "drop_capabilities", "find_runc", "held_locks", "hold_state_lock", "kill_cgroup",
-    "notify_profile_rules", "notify_syscalls", "open_fanotify", "opener_flags", "prepare",
-    "refuse_escapes", "run_container", "state_lock_fd", "state_root", "sweep_stale_state",
+    "notify_syscalls", "open_fanotify", "opener_flags", "prepare", "run_container",
+    "state_lock_fd", "state_root", "sweep_stale_state",
 ]

@@ -12,6 +12,7 @@ from semtrust.orchestrator.container.opener import opener_flags
 from semtrust.sensors.fanotify import FanEvent
 
 if TYPE_CHECKING:
+    from semtrust.orchestrator.container.opens import OpenRoutes
     from semtrust.orchestrator.domain import Domain
 
 #: Bound on the coefficient cache of the file mediator (cleared when full).
@@ -21,10 +22,15 @@ MAX_COEF_CACHE = 1 << 16
 class FileMediator:
     """Decides fanotify events: outside the domain allow at once, inside model and answer."""
 
-    def __init__(self, domain: Domain, cgroup: str, rootfs: str) -> None:
+    def __init__(self, domain: Domain, cgroup: str, rootfs: str,
+                 routes: OpenRoutes | None = None) -> None:
         from semtrust.sensors.fileinfo import FileInfo
 
         self.d = domain
+        self.routes = routes
+        #: The mediator's own opens (emulating the container's) are modeled by seccomp.
+        self.own_pid = os.getpid()
+        self.own = 0
         self.cgroup = cgroup
         self.rootfs = rootfs.rstrip("/")
         self.fi = FileInfo()
@@ -49,6 +55,9 @@ class FileMediator:
 
     def decide(self, ev: FanEvent) -> bool:
         t0 = time.perf_counter_ns()
+        if ev.pid == self.own_pid:
+            self.own += 1
+            return True  # an emulated open: modeled (and checked) on the seccomp side
         if not self.in_domain(ev.pid):
             self.outside += 1
             return True  # never modeled
@@ -69,6 +78,13 @@ class FileMediator:
         if proc.untrusted:
             d.log_untrusted(proc, "open")
             return not d.enforcing
+        if not ev.is_exec and self.routes is not None:
+            try:
+                fst = os.fstat(ev.fd)
+            except OSError:
+                fst = None
+            if fst is not None and self.routes.consume(ev.pid, fst.st_dev, fst.st_ino):
+                return True  # the object the seccomp side described and checked
         try:
             flags = opener_flags(ev.pid, ev.is_exec)
             if flags is None:

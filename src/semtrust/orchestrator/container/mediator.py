@@ -53,6 +53,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         dom = Domain(plan.name, tma, command=plan.command)
         dom.watch.use_model_file(opts.model, trust.model_digest)
         dom.model_exec_file = False  # fanotify models the executable's open
+        dom.emulate_opens = True  # the object checked is the object opened (opens.py)
         dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
         attach(dom, trust)
         on_tma_lost(tma, lambda: kill_cgroup(plan.cgroup))
@@ -61,10 +62,11 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         print(f"semtrust: {exc}", file=sys.stderr)
         return 2
     fan = Fanotify.from_fd(fan_fd)
-    files = FileMediator(dom, plan.cgroup, plan.rootfs)
-    serve_threads: list[threading.Thread] = []
     routes = opens.OpenRoutes()
+    files = FileMediator(dom, plan.cgroup, plan.rootfs, routes)
+    serve_threads: list[threading.Thread] = []
     ctrl_lock = threading.Lock()
+    mark_lock = threading.Lock()  # one marking request to the keeper at a time
 
     marks_ready = threading.Event()
     marks_reply: list[MarkReport] = []
@@ -89,16 +91,35 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         serve_threads.append(t)
         t.start()
 
+    def ask_keeper(pid: int) -> MarkReport:
+        with mark_lock:
+            marks_ready.clear()
+            marks_reply.clear()
+            with ctrl_lock, contextlib.suppress(OSError):
+                ctrl.sendall(b"mark %d" % pid)
+            if not marks_ready.wait(MARK_TIMEOUT_S) or not marks_reply:
+                return MarkReport(failed=[{"mount": "*", "fstype": "?",
+                                           "reason": "the keeper did not answer"}])
+            return marks_reply.pop()
+
+    def remark(pid: int) -> None:
+        """A task's mounts changed (opens.MOUNT_CHANGING): mark the new ones. Opens on an
+        unmarked mount are still mediated (emulated by seccomp); what fanotify alone
+        sees there are the interpreters an exec loads."""
+        if not os.path.exists(f"/proc/{pid}"):
+            return
+        rep = ask_keeper(pid)
+        routes.add(rep.marked)
+        for f in rep.failed:
+            dom.record_fault({"pid": pid, "syscall": "mount", "reason":
+                              f"mount {f.get('mount')} ({f.get('fstype')}) made after start "
+                              f"cannot be marked: {f.get('reason')}"})
+
+    routes.remark = remark
+
     def mark_mounts(pid: int) -> bool:
         """Have the keeper mark ``pid``'s mounts; False if the container may not run."""
-        marks_ready.clear()
-        with ctrl_lock, contextlib.suppress(OSError):
-            ctrl.sendall(b"mark %d" % pid)
-        if not marks_ready.wait(MARK_TIMEOUT_S) or not marks_reply:
-            rep = MarkReport(failed=[{"mount": "*", "fstype": "?",
-                                      "reason": "the keeper did not answer"}])
-        else:
-            rep = marks_reply.pop()
+        rep = ask_keeper(pid)
         routes.add(rep.marked)
         if routes.handshake is None:
             with contextlib.suppress(OSError):
@@ -208,6 +229,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     stats["file_events_outside"] = files.outside
     stats["file_events_modeled"] = files.modeled
     stats["fanotify_overflows"] = files.overflows
+    stats["file_events_emulated"] = files.own
     stats["fault_samples"] = [{k: v for k, v in f.items() if k != "ts"} for f in dom.faults[:20]]
     stats["cgroup"] = plan.cgroup
     stats["cgroup_id"] = container_info["cgroup_id"]

@@ -10,11 +10,7 @@ from typing import TYPE_CHECKING
 
 from semtrust.errors import InputError, SemtrustError
 from semtrust.orchestrator import bundle as bundlemod
-from semtrust.orchestrator.container.profile import (
-    notify_profile_rules,
-    notify_syscalls,
-    refuse_escapes,
-)
+from semtrust.orchestrator.container.profile import container_profile
 from semtrust.orchestrator.container.state import (
     Plan,
     cleanup_state,
@@ -75,10 +71,11 @@ def prepare(bundle: bundlemod.Bundle, opts: RunOptions, *, container_id: str,
             cgroup = f"/semtrust/{safe_name(container_id)[:24]}-{os.getpid()}"
         listener = str(sdir / "seccomp.sock")
         cfg = bundlemod.runtime_config(
-            bundle, rootfs=rootfs, listener_path=listener, notify_syscalls=notify_syscalls(),
+            bundle, rootfs=rootfs, listener_path=listener, notify_syscalls=(),
             cgroups_path=cgroup, args=args, terminal=terminal,
             annotations={"io.semtrust.domain": opts.name or container_id})
-        cfg["linux"]["seccomp"] = refuse_escapes(notify_profile_rules(cfg["linux"]["seccomp"]))
+        cfg["linux"]["seccomp"] = container_profile(
+            (bundle.config.get("linux") or {}).get("seccomp"), listener)
         bdir = sdir / "bundle"
         bundlemod.write_config(cfg, bdir)
         plan = Plan(

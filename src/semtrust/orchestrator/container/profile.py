@@ -1,92 +1,163 @@
-"""The container's seccomp profile: what runc's filter sends to the mediator or refuses."""
+"""The container's seccomp profile: the process mode's allowlist, as rules runc installs.
+
+Generated from the one syscall table (:mod:`semtrust.orchestrator.syscalls`): inert
+calls are allowed in the kernel, mediated and mediator-refused calls go to the listener
+(the mediator models them, or records the refusal as a fault and fails it with the
+table's errno when enforcing), in-kernel refusals fail with their errno, and every
+number the table does not name fails with ENOSYS in the kernel (runc refuses
+``SCMP_ACT_NOTIFY`` as the default action, so unknown numbers cannot reach the mediator:
+they are refused in every mode). Only x86_64 is listed: libseccomp kills x32 and foreign
+architectures (its bad-architecture action), as the process mode's filter does.
+
+A condition of the table (``when``) becomes a notify rule per condition plus allow rules
+for its complement, all on the low 32 bits of the argument (the kernel truncates these
+``int`` arguments, so upper bits must not decide). An existing profile in the bundle only
+narrows this: what it refuses stays refused, what it allows under conditions is notified
+under those conditions (the mediator then applies the table's own conditions).
+"""
 
 from __future__ import annotations
 
-import errno
+import copy
 from typing import Any
 
-#: The open family: notified in container mode too, and routed (opens.py) to fanotify
-#: (objects on marked mounts) or to the process-mode handler (procfs, unmarked mounts).
-FILE_OPEN_SYSCALLS = frozenset({"open", "openat", "openat2", "creat"})
+from semtrust.orchestrator import syscalls as table
+
+_ALLOW = "SCMP_ACT_ALLOW"
+_NOTIFY = "SCMP_ACT_NOTIFY"
+_ERRNO = "SCMP_ACT_ERRNO"
+_LOW32 = 0xFFFFFFFF
+_EPERM = 1  # runc's errno for SCMP_ACT_ERRNO without errnoRet
+ARCHITECTURES = ["SCMP_ARCH_X86_64"]
 
 
-def notify_syscalls() -> list[str]:
-    """The process mode's mediated syscalls, the open family included."""
-    from semtrust.sensors.seccomp import default_syscalls
-
-    return list(default_syscalls())
+def _masked(arg: int, mask: int, value: int) -> dict[str, Any]:
+    return {"index": arg, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
 
 
-def notify_profile_rules(profile: dict[str, Any]) -> dict[str, Any]:
-    """mmap/mprotect are only interesting with PROT_EXEC: narrow their notify rule."""
-    from semtrust.sensors.seccomp import PROT_EXEC, PROT_EXEC_FILTERED
+def complement_blocks(values: set[int], bits: int = 32) -> list[tuple[int, int]]:
+    """(mask, value) pairs covering every ``bits``-bit number not in ``values``:
+    the largest prefix blocks that hold none of them (at most ``bits`` per value)."""
+    out: list[tuple[int, int]] = []
 
-    rules = []
-    for rule in profile.get("syscalls", []):
-        names = rule.get("names") or []
-        prot = [n for n in names if n in PROT_EXEC_FILTERED]
-        if rule.get("action") != "SCMP_ACT_NOTIFY" or not prot or rule.get("args"):
-            rules.append(rule)
-            continue
-        rest = [n for n in names if n not in PROT_EXEC_FILTERED]
-        if rest:
-            rules.append({**rule, "names": rest})
-        rules.append({**rule, "names": prot, "args": [
-            {"index": 2, "value": PROT_EXEC, "valueTwo": PROT_EXEC,
-             "op": "SCMP_CMP_MASKED_EQ"}]})
-        if profile.get("defaultAction") != "SCMP_ACT_ALLOW":  # keep the non-exec case allowed
-            rules.append({"names": prot, "action": "SCMP_ACT_ALLOW", "args": [
-                {"index": 2, "value": PROT_EXEC, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]})
-    out = dict(profile)
-    out["syscalls"] = rules
+    def walk(prefix: int, depth: int) -> None:
+        shift = bits - depth
+        inside = [v for v in values if v >> shift == prefix]
+        if not inside:
+            mask = ((1 << depth) - 1) << shift
+            out.append((mask, prefix << shift))
+            return
+        if depth == bits:
+            return
+        walk(prefix << 1, depth + 1)
+        walk((prefix << 1) | 1, depth + 1)
+
+    walk(0, 0)
     return out
 
 
-_ALLOW = "SCMP_ACT_ALLOW"
-#: seccomp(2)'s flags argument with SECCOMP_FILTER_FLAG_NEW_LISTENER set or clear.
-_NEW_LISTENER = 8
-_LISTENER_SET = [{"index": 1, "value": _NEW_LISTENER, "valueTwo": _NEW_LISTENER,
-                  "op": "SCMP_CMP_MASKED_EQ"}]
-_LISTENER_CLEAR = [{"index": 1, "value": _NEW_LISTENER, "valueTwo": 0,
-                    "op": "SCMP_CMP_MASKED_EQ"}]
-#: What the process mode's own filter refuses in the kernel, for the same reasons: no second
-#: supervisor inside the domain (Linux already answers EBUSY to a second listener in a chain;
-#: this does not depend on it); io_uring connects and sends without system calls; userfaultfd
-#: can stall the mediator's reads of task memory. Refused in the kernel, they cost no
-#: round trip to the mediator and hold even while it is busy or gone.
-_REFUSED = (("seccomp", errno.EPERM, _LISTENER_SET),
-            ("io_uring_setup", errno.ENOSYS, None),
-            ("userfaultfd", errno.EPERM, None))
+def _cond_arg(c: table.Cond) -> dict[str, Any]:
+    if c.op == "mask":
+        return _masked(c.arg, c.value, c.value)
+    if c.op == "eq":
+        return _masked(c.arg, _LOW32, c.value)
+    return {"index": c.arg, "value": 0, "op": "SCMP_CMP_NE"}
 
 
-def refuse_escapes(profile: dict[str, Any]) -> dict[str, Any]:
-    """Add the rules in ``_REFUSED`` to a runc seccomp profile.
+def _otherwise(e: table.Syscall) -> list[list[dict[str, Any]]]:
+    """Argument lists (ORed) that hold exactly when none of ``e.when`` holds."""
+    args = {c.arg for c in e.when}
+    ops = {c.op for c in e.when}
+    if len(args) != 1 or len(ops) != 1:
+        raise ValueError(f"{e.name}: conditions on several arguments or kinds")
+    (arg,), (op,) = args, ops
+    if op == "mask":
+        bits = 0
+        for c in e.when:
+            bits |= c.value
+        return [[_masked(arg, bits, 0)]]
+    if op == "eq":
+        return [[_masked(arg, m, v)] for m, v in complement_blocks({c.value for c in e.when})]
+    return [[{"index": arg, "value": 0, "op": "SCMP_CMP_EQ"}]]
 
-    A name allowed unconditionally by the bundle's profile is taken out of that rule
-    (``seccomp`` stays allowed without the listener flag); a name the profile already
-    refuses unconditionally is left as it is.
-    """
+
+def table_rules(e: table.Syscall) -> list[dict[str, Any]]:
+    """The rules for one table entry (x86_64 name)."""
+    if e.cls == table.INERT:
+        return [{"names": [e.name], "action": _ALLOW}]
+    base: dict[str, Any] = {"names": [e.name], "action": _NOTIFY}
+    if e.cls == table.REFUSED and e.in_kernel:
+        base = {"names": [e.name], "action": _ERRNO, "errnoRet": e.errno}
+    if not e.when:
+        return [base]
+    rules = [{**base, "args": [_cond_arg(c)]} for c in e.when]
+    rules += [{"names": [e.name], "action": _ALLOW, "args": a} for a in _otherwise(e)]
+    return rules
+
+
+def _bundle_verdict(name: str, prof: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """What the bundle's own profile does with ``name``: ("allow", []), ("deny", [rule])
+    or ("conditional", its rules with arguments)."""
+    rules = [r for r in prof.get("syscalls") or [] if name in (r.get("names") or [])]
+    plain = [r for r in rules if not r.get("args")]
+    if plain:
+        r = plain[-1]
+        if r.get("action") == _ALLOW:
+            return "allow", []
+        deny = {k: v for k, v in r.items() if k not in ("names", "args", "comment")}
+        return "deny", [{**deny, "names": [name]}]
+    if rules:
+        return "conditional", [{**{k: v for k, v in r.items() if k != "comment"},
+                                "names": [name]} for r in rules]
+    default = prof.get("defaultAction", _ALLOW)
+    if default == _ALLOW:
+        return "allow", []
+    deny = {"action": default}
+    if "defaultErrnoRet" in prof:
+        deny["errnoRet"] = prof["defaultErrnoRet"]
+    return "deny", [{**deny, "names": [name]}]
+
+
+def container_profile(existing: dict[str, Any] | None, listener_path: str) -> dict[str, Any]:
+    """The seccomp profile runc installs in the container (see module docstring)."""
+    prof = copy.deepcopy(existing) if existing else {}
     rules: list[dict[str, Any]] = []
-    blocked: set[str] = set()
-    for rule in profile.get("syscalls", []):
-        names = list(rule.get("names") or [])
-        if rule.get("action") != _ALLOW and not rule.get("args"):
-            blocked.update(names)
-        ours = [n for n, _e, _a in _REFUSED if n in names]
-        if rule.get("action") != _ALLOW or rule.get("args") or not ours:
-            rules.append(rule)
-            continue
-        rest = [n for n in names if n not in ours]
-        if rest:
-            rules.append({**rule, "names": rest})
-        if "seccomp" in ours:
-            rules.append({**rule, "names": ["seccomp"], "args": _LISTENER_CLEAR})
-    for name, err, args in _REFUSED:
-        if name in blocked:
-            continue
-        rule = {"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": err}
-        if args:
-            rule["args"] = args
-        rules.append(rule)
-    return {**profile, "syscalls": rules}
+    inert: list[str] = []
+    for e in sorted(table.BY_NR.values(), key=lambda s: s.nr):
+        verdict, theirs = _bundle_verdict(e.name, prof) if existing else ("allow", [])
+        if verdict == "deny":
+            rules += theirs
+        elif verdict == "conditional":
+            for r in theirs:
+                if r.get("action") == _ALLOW and e.cls != table.INERT:
+                    r = {**r, "action": _NOTIFY}
+                    r.pop("errnoRet", None)
+                rules.append(r)
+        elif e.cls == table.INERT:
+            inert.append(e.name)
+        else:
+            rules += table_rules(e)
+    rules.insert(0, {"names": inert, "action": _ALLOW})
+    out: dict[str, Any] = {"defaultAction": _ERRNO, "defaultErrnoRet": table.UNKNOWN_ERRNO,
+                           "architectures": list(ARCHITECTURES), "syscalls": rules,
+                           "listenerPath": listener_path}
+    default = prof.get("defaultAction", _ALLOW)
+    if existing and default != _ALLOW:  # the bundle's refusal of what nobody names
+        out["defaultAction"] = default
+        if "defaultErrnoRet" in prof:
+            out["defaultErrnoRet"] = prof["defaultErrnoRet"]
+        else:
+            out.pop("defaultErrnoRet")
+    # A rule that does what the default does is left out (libseccomp refuses it).
+    out["syscalls"] = [r for r in rules if r.get("args") or r["action"] != out["defaultAction"]
+                       or r.get("errnoRet", _EPERM) != out.get("defaultErrnoRet", _EPERM)]
+    for key in ("flags", "listenerMetadata"):
+        if key in prof:
+            out[key] = prof[key]
+    return out
+
+
+def notify_syscalls() -> list[str]:
+    """Names whose calls (some or all) reach the mediator in a container."""
+    return [e.name for e in table.notified()]
 

@@ -80,7 +80,8 @@ class FileHandlers(Describer):
             self.lst.deny(c.n.id, errno.ENOENT)
             return
         creating = bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
-        emulate = (self.d.enforcing or creating) and not flags & O_PATH
+        emulate = (self.d.enforcing or self.d.emulate_opens or creating) \
+            and not flags & O_PATH
         if creating or not emulate:
             # What we read must still be the notifying task's. (A plain emulated open needs
             # no check: ADDFD itself fails if the notification is no longer valid.)
@@ -152,6 +153,13 @@ class FileHandlers(Describer):
             if self.decide(c, [ev]):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
+            if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode) \
+                    and flags & O_ACCMODE != os.O_RDONLY:
+                try:
+                    os.ftruncate(fd, 0)
+                except OSError as exc:
+                    self.lst.deny(c.n.id, exc.errno or errno.EACCES)
+                    return
             try:
                 self.lst.addfd_send(c.n.id, fd, cloexec=cloexec)
             except SeccompError as exc:
@@ -190,7 +198,12 @@ class FileHandlers(Describer):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
                     raise OSError(errno.ELOOP, "symbolic link")  # O_NOFOLLOW
-                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW)
+                # O_TRUNC waits for the decision (_open_emulated: ftruncate on the
+                # writable descriptor): a denied open must not have emptied the file.
+                # (O_RDONLY|O_TRUNC, which Linux also truncates, keeps it here.)
+                later = O_TRUNC if flags & O_ACCMODE != os.O_RDONLY else 0
+                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW
+                                                           | later)
                 return os.open(f"/proc/self/fd/{pfd}", rflags), False
             finally:
                 os.close(pfd)
@@ -231,6 +244,7 @@ class FileHandlers(Describer):
                 self.lst.allow(c.n.id)  # EACCES/ENOEXEC from the kernel, no exec happens
                 return
             exe_open = self._describe(c, fd, os.O_RDONLY | FMODE_EXEC, readable=True)
+            model_file = self._models_exec_open(fd)
         except PermissionError as exc:
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
@@ -247,7 +261,7 @@ class FileHandlers(Describer):
                        GenericCell(generic_body({"filename": exe_open.path.pathname})),
                        coe=coe1, task_id=new_id),
         ]
-        if not self.d.model_exec_file:  # fanotify models the exec open
+        if not model_file:  # another sensor (container mode's fanotify) models it
             events = events[1:]
         if self.decide(c, events):
             self.lst.deny(c.n.id, errno.EPERM)
@@ -269,6 +283,10 @@ class FileHandlers(Describer):
             # will be notified again: keep the identity it had, or each retry would chain
             # a new one and learning would not be repeatable.
             proc.parent_task_id, proc.task_id, proc.fork_task_id = before
+
+    def _models_exec_open(self, fd: int) -> bool:
+        """Does this handler model the executable's file_open (``fd``: the executable)?"""
+        return self.d.model_exec_file
 
     def _exec_kind(self, fd: int) -> str:
         """"elf", "script", "none" (the kernel would say ENOEXEC) or "any" (cannot tell)."""
