@@ -9,18 +9,29 @@ model; wall times are medians of --reps runs, interleaved so that machine noise 
 three alike; ratios are medians of per-repetition ratios. Decision latency is measured inside the
 orchestrator from receiving a notification to handing the answer to the kernel.
 Needs root or unprivileged user namespaces. Prints figures; never asserts.
+
+Peers (``peers()``): the same workloads and ``tar cf - /usr/include | gzip -1``
+under ``strace -f -o /dev/null`` and under fapolicyd (the Debian package, its
+sample rules compiled into /etc/fapolicyd/compiled.rules, started here with
+``--permissive``), next to semtrust enforcing; each is skipped with a note
+where the tool is not installed or does not start. fapolicyd watches the whole
+machine, so its runs are a block with the daemon up between unsupervised runs
+before and after, not interleaved one by one. ``--no-peers`` skips them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,10 +160,122 @@ def pct(lat: list[int], q: float) -> float:
     return lat[min(len(lat) - 1, int(len(lat) * q))] / 1000 if lat else float("nan")
 
 
+# ------------------------------------------------------------------------------ peers
+
+TAR_GZIP = ["sh", "-c", "tar cf - /usr/include 2>/dev/null | gzip -1 > /dev/null"]
+FAPOLICYD_RULES = Path("/etc/fapolicyd/compiled.rules")
+
+
+@contextlib.contextmanager
+def fapolicyd_running(work: Path) -> Iterator[str | None]:
+    """fapolicyd in permissive mode for the block; yields None once it listens, or
+    why it could not be used."""
+    exe = shutil.which("fapolicyd")
+    if exe is None:
+        yield "not installed (apt-get install fapolicyd)"
+        return
+    if not FAPOLICYD_RULES.exists():
+        yield (f"no {FAPOLICYD_RULES}: copy the sample rules from "
+               "/usr/share/fapolicyd/sample-rules to /etc/fapolicyd/rules.d, run fagenrules")
+        return
+    if os.geteuid() != 0:
+        yield "needs root"
+        return
+    log = work / "fapolicyd.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "--permissive", "--debug-deny"], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if b"Starting to listen" in log.read_bytes():
+                break
+            time.sleep(0.2)
+        if proc.poll() is not None or b"Starting to listen" not in log.read_bytes():
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            yield f"did not start: {tail[0]}"
+        else:
+            yield None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def peers(workloads: list[tuple[str, list[str], Callable[[], Any] | None]], work: Path,
+          reps: int, enforcing: dict[str, float]) -> None:
+    """Wall-time ratios to the unsupervised run for strace -f and fapolicyd, printed
+    next to semtrust enforcing (``enforcing``: label -> ratio, where measured)."""
+    def timed_prep(cmd: list[str], prep: Callable[[], Any] | None) -> float:
+        if prep is not None:
+            prep()
+        return timed(lambda: run_plain(cmd))
+
+    strace = shutil.which("strace")
+    notes: list[str] = []
+    if strace is None:
+        notes.append("strace: not installed")
+    rows: dict[str, dict[str, float]] = {}
+    for label, cmd, prep in workloads:
+        plain: list[float] = []
+        traced: list[float] = []
+        for _ in range(reps):
+            plain.append(timed_prep(cmd, prep))
+            if strace is not None:
+                traced.append(timed_prep([strace, "-f", "-o", "/dev/null", *cmd], prep))
+        rows[label] = {"plain": statistics.median(plain)}
+        if traced:
+            rows[label]["strace"] = statistics.median(
+                b / a for a, b in zip(plain, traced, strict=True))
+    with fapolicyd_running(work) as why:
+        if why is not None:
+            notes.append(f"fapolicyd: {why}")
+        else:
+            for label, cmd, prep in workloads:
+                rows[label]["fapolicyd"] = statistics.median(
+                    timed_prep(cmd, prep) for _ in range(reps))
+    for label, cmd, prep in workloads:  # unsupervised again, with the daemon gone
+        if "fapolicyd" in rows[label]:
+            after = statistics.median(timed_prep(cmd, prep) for _ in range(reps))
+            rows[label]["fapolicyd"] /= statistics.median([rows[label]["plain"], after])
+
+    def x(v: float | None) -> str:
+        return "–" if v is None else f"{v:.2f}x"
+
+    print("\n| workload | unsupervised s | semtrust enforcing | fapolicyd (permissive, sample "
+          "rules) | strace -f -o /dev/null |")
+    print("|---|---|---|---|---|")
+    for label, r in rows.items():
+        print(f"| {label} | {r['plain']:.3f} | {x(enforcing.get(label))} | "
+              f"{x(r.get('fapolicyd'))} | {x(r.get('strace'))} |")
+    for note in notes:
+        print(f"(skipped {note})")
+
+
+def run_peers(reps: int, iterations: int, runner: Runner,
+              results: list[dict[str, Any]]) -> None:
+    """The peers table: the micro and macro workloads and tar | gzip (semtrust
+    enforcing measured here for it), against strace -f and fapolicyd."""
+    with tempfile.TemporaryDirectory(prefix="semtrust-peers-") as tmp:
+        work = Path(tmp)
+        tar = bench("tar+gzip", TAR_GZIP, work, reps, runner)
+        tree = macro_setup(work)
+        peers([("micro", micro_cmd(work, iterations), None),
+               ("macro", macro_cmd(tree), lambda: macro_setup(work)),
+               ("tar+gzip", TAR_GZIP, None)], work, reps,
+              {r["label"]: r["enforce_x"] for r in [*results, tar]})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the strace -f and fapolicyd comparison")
     args = ap.parse_args()
     runner = Runner()
     with tempfile.TemporaryDirectory(prefix="semtrust-bench-") as tmp:
@@ -171,6 +294,8 @@ def main() -> None:
               f"{pct(r['llat'], 0.99):.1f} / {pct(r['lat'], 0.99):.1f} | {r['forensics']} |")
     print("(x = median over repetitions of the ratio to the "
           "unsupervised run of the same repetition)")
+    if not args.no_peers:
+        run_peers(args.reps, args.iterations, runner, results)
 
 
 if __name__ == "__main__":

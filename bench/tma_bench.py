@@ -10,10 +10,15 @@ shows whether memory follows unique points or events.
 
 Timings are printed, never asserted: this runs on shared machines.
 
+``--distinct`` generates trajectories in which every record is fresh and
+every COE and inode object is distinct (a long-running host's export), so no
+object digest can come from a cache.
+
 Usage::
 
     python bench/tma_bench.py                # 200k and 1M events
     python bench/tma_bench.py --quick        # 20k
+    python bench/tma_bench.py --distinct --events 200000 --repeat 3
     python bench/tma_bench.py --events 50000 --events 300000 [--repeat R] [--no-heavy] [--keep DIR]
 """
 
@@ -24,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,10 +108,10 @@ def run_child(argv: list[str], stdout_path: str) -> tuple[float, float, int, str
     return wall, usage.ru_maxrss / 1024, proc.returncode, tail
 
 
-def generate(path: Path, events: int, fresh: int, seed: int) -> float:
+def generate(path: Path, events: int, fresh: int, seed: int, distinct: bool = False) -> float:
     t0 = time.perf_counter()
     with open(path, "w", encoding="utf-8", errors="surrogateescape") as fp:
-        trajectory_gen.generate(fp, events, seed, fresh)
+        trajectory_gen.generate(fp, events, seed, fresh, distinct=distinct)
     return time.perf_counter() - t0
 
 
@@ -127,23 +133,29 @@ def _best(runs: list[tuple[float, float, int, str]]) -> tuple[float, float, int,
     return wall, max(r[1] for r in runs), 0, ""
 
 
-def _file(path: Path, events: int, fresh: int, seed: int, reuse: bool) -> None:
+def _spread(walls: list[float]) -> str:
+    return (f"{min(walls):.2f}/{statistics.median(walls):.2f}/{max(walls):.2f}"
+            if walls else "-")
+
+
+def _file(path: Path, events: int, fresh: int, seed: int, reuse: bool,
+          distinct: bool = False) -> None:
     if reuse and path.exists():
         print(f"# reusing {path}", file=sys.stderr)
         return
-    gen_s = generate(path, events, fresh, seed)
+    gen_s = generate(path, events, fresh, seed, distinct)
     size_mb = path.stat().st_size / (1 << 20)
     print(f"# generated {path} ({events:,} events, {fresh:,} distinct contents, "
           f"{size_mb:.0f} MiB) in {gen_s:.1f}s", file=sys.stderr)
 
 
 def bench_size(n: int, workdir: Path, seed: int, heavy: bool, keep: bool,
-               repeat: int = 1) -> list[str]:
+               repeat: int = 1, distinct: bool = False) -> list[str]:
     """One size: floors and semtrust runs interleaved ``repeat`` times, fastest kept, so
     that load from other processes hits every measurement alike."""
-    fresh = max(1, round(n * (1 - DUP_RATIO)))
-    traj = workdir / f"traj-{n}-s{seed}.json"
-    _file(traj, n, fresh, seed, keep)
+    fresh = n if distinct else max(1, round(n * (1 - DUP_RATIO)))
+    traj = workdir / f"traj-{n}-s{seed}{'-distinct' if distinct else ''}.json"
+    _file(traj, n, fresh, seed, keep, distinct)
     cmd = _semtrust()
     out = str(workdir / "out.txt")
     try:
@@ -179,6 +191,9 @@ def bench_size(n: int, workdir: Path, seed: int, heavy: bool, keep: bool,
         rows.append(_row("floor orjson.loads+3 sha256", lines, "-", min(f_fast), None, "-"))
     rows.append(_row("semtrust points", n, points, p_wall, fj, p_rss))
     rows.append(_row("semtrust replay --json", summary["events"], points, r_wall, fj, r_rss))
+    rows.append(f"|   (min/median/max of {repeat}: floor json {_spread(f_json)} s, points "
+                f"{_spread([r[0] for r in p_runs])} s, replay {_spread([r[0] for r in r_runs])}"
+                " s) | | | | | | |")
     # Writing a model keeps every new point's event for its description, so each line
     # goes through the full parser: the cost of `replay --output-model`, measured once.
     model_out = workdir / "model.out"
@@ -187,7 +202,7 @@ def bench_size(n: int, workdir: Path, seed: int, heavy: bool, keep: bool,
     model_out.unlink(missing_ok=True)
     rows.append(_row("  ... --output-model", n, points, m_wall, fj, m_rss))
 
-    if heavy:
+    if heavy and not distinct:
         big = workdir / f"traj-{n}-s{seed}-x{HEAVY_FACTOR}.json"
         _file(big, HEAVY_FACTOR * n, fresh, seed, keep)
         h_floor, h_lines = floor(big, json.loads)
@@ -220,10 +235,16 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"skip the {HEAVY_FACTOR}x-duplicates replay")
     ap.add_argument("--repeat", type=int, default=1,
                     help="repeat floor/points/replay and keep the fastest (default 1)")
+    ap.add_argument("--distinct", action="store_true",
+                    help="every record fresh, every COE and inode object distinct")
     ap.add_argument("--keep", metavar="DIR",
                     help="generate into DIR and keep the files (reused by later runs)")
     a = ap.parse_args(argv)
-    sizes = a.events or ([20_000] if a.quick else [200_000, 1_000_000])
+    runs = [(n, a.distinct, a.repeat)
+            for n in a.events or ([20_000] if a.quick else [200_000, 1_000_000])]
+    if not (a.events or a.quick or a.distinct):
+        # The default run also measures the all-distinct case, best of three.
+        runs.append((200_000, True, max(3, a.repeat)))
 
     cmd = _semtrust()
     wall, rss, _, _ = run_child([*cmd, "--version"], os.devnull)
@@ -236,14 +257,17 @@ def main(argv: list[str] | None = None) -> int:
           "  /floor | RSS MiB |")
     print("|------------------------------|----------:|----------:|---------:|------------:|"
           "-------:|--------:|")
-    for n in sizes:
+    for n, distinct, repeat in runs:
+        if distinct:
+            print(f"| **{n:,} events, every COE and inode distinct** | | | | | | |")
         if a.keep:
             workdir = Path(a.keep)
             workdir.mkdir(parents=True, exist_ok=True)
-            rows = bench_size(n, workdir, a.seed, not a.no_heavy, True, a.repeat)
+            rows = bench_size(n, workdir, a.seed, not a.no_heavy, True, repeat, distinct)
         else:
             with tempfile.TemporaryDirectory(prefix="tma_bench.") as tmp:
-                rows = bench_size(n, Path(tmp), a.seed, not a.no_heavy, False, a.repeat)
+                rows = bench_size(n, Path(tmp), a.seed, not a.no_heavy, False, repeat,
+                                  distinct)
         print("\n".join(rows), flush=True)
     return 0
 

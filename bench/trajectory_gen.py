@@ -11,9 +11,14 @@ picks, per position, either the next fresh content id or a random earlier one
 with the same seed and ``--fresh`` therefore hold exactly the same set of
 distinct events, whatever their length.
 
+With ``--distinct`` every record is fresh and every COE and inode object is
+distinct (random 32-bit ids, random capability masks), as in a long-running
+host's export: nothing can be answered from a cache of earlier objects.
+
 Usage::
 
     python bench/trajectory_gen.py OUT --events N [--seed S] [--fresh F | --dup-ratio R]
+    python bench/trajectory_gen.py OUT --events N --distinct
 """
 
 from __future__ import annotations
@@ -111,8 +116,9 @@ def _h(*parts: object) -> str:
 class Generator:
     """Builds event text from content ids; everything derives from ``seed``."""
 
-    def __init__(self, seed: int, fresh: int) -> None:
+    def __init__(self, seed: int, fresh: int, distinct: bool = False) -> None:
         self.seed = seed
+        self.distinct = distinct
         # Pools scale mildly with size so big files do not collapse onto few points.
         self.ntasks = max(256, fresh // 40)
         self.nfiles = max(2000, fresh)
@@ -143,6 +149,8 @@ class Generator:
     def _inode(self, r: random.Random, fs: int) -> str:
         magic, s_id, s_uuid = _FILESYSTEMS[fs]
         uid, gid = _CREDS[r.randrange(len(_CREDS))] if r.random() < 0.3 else (0, 0)
+        if self.distinct:
+            uid, gid = r.randrange(1 << 32), r.randrange(1 << 32)
         return (
             f'{{"uid": "{uid}", "gid": "{gid}", "mode": "{_MODES[r.randrange(len(_MODES))]}", '
             f'"s_magic": "{magic}", "s_id": {_q(s_id)}, "s_uuid": "{s_uuid}"}}'
@@ -245,6 +253,13 @@ class Generator:
                 f'"gid": "{gid}", "egid": "{gid}", "sgid": "{gid}", "fsuid": "{uid}", '
                 f'"fsgid": "{gid}", "capeff": "{_CAPS[r.randrange(len(_CAPS))]}"}}'
             )
+        if self.distinct:
+            ids = [r.randrange(1 << 32) for _ in range(8)]
+            coe = "{" + ", ".join(
+                f'"{key}": "{v}"' for key, v in zip(
+                    ("uid", "euid", "suid", "gid", "egid", "sgid", "fsuid", "fsgid"), ids,
+                    strict=True)
+            ) + f', "capeff": "{r.randrange(1 << 41):#x}"}}'
         kind = _KIND_NAMES[_bisect(_KIND_CUM, r.randrange(_KIND_CUM[-1]))]
         if kind == "file_open":
             name, cell = kind, f'{{"file": {self._file(r, k)}}}'
@@ -335,9 +350,11 @@ def _bisect(cum: list[int], x: int) -> int:
     return len(cum) - 1
 
 
-def generate(out: TextIO, events: int, seed: int, fresh: int, aggregate: bool = True) -> None:
-    """Write the trajectory to ``out``, streaming (constant memory)."""
-    gen = Generator(seed, fresh)
+def generate(out: TextIO, events: int, seed: int, fresh: int, aggregate: bool = True,
+             distinct: bool = False) -> None:
+    """Write the trajectory to ``out``, streaming (constant memory); ``distinct`` makes
+    every COE and inode object distinct (``fresh`` should then be ``events``)."""
+    gen = Generator(seed, fresh, distinct)
     buf: list[str] = []
     for line in gen.lines(events, fresh, aggregate):
         buf.append(line)
@@ -357,14 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--fresh", type=int, help="number of distinct event contents")
     g.add_argument("--dup-ratio", type=float, default=0.3,
                    help="share of records that repeat an earlier event (default 0.3)")
+    g.add_argument("--distinct", action="store_true",
+                   help="every record fresh, every COE and inode object distinct")
     ap.add_argument("--no-aggregate", action="store_true", help="omit the leading aggregate record")
     a = ap.parse_args(argv)
-    fresh = a.fresh if a.fresh is not None else max(1, round(a.events * (1 - a.dup_ratio)))
+    if a.distinct:
+        fresh = a.events
+    elif a.fresh is not None:
+        fresh = a.fresh
+    else:
+        fresh = max(1, round(a.events * (1 - a.dup_ratio)))
     if a.out == "-":
-        generate(sys.stdout, a.events, a.seed, fresh, not a.no_aggregate)
+        generate(sys.stdout, a.events, a.seed, fresh, not a.no_aggregate, a.distinct)
     else:
         with open(a.out, "w", encoding="utf-8", errors="surrogateescape") as fp:
-            generate(fp, a.events, a.seed, fresh, not a.no_aggregate)
+            generate(fp, a.events, a.seed, fresh, not a.no_aggregate, a.distinct)
     return 0
 
 

@@ -52,6 +52,9 @@ GENERIC_NAMES = tuple(n for n in EVENT_NAMES if n not in EXPLICIT_CELLS)
 # identities) persist across every example of every test in this module.
 SHARED = QuickCoefficients()
 SHARED_PASSWD = QuickCoefficients(frozenset({PASSWD}))
+# The same without the compiled object digests: every COE and inode through orjson
+# and the Python number rules. Where the extension is not built both are that.
+PYTHON_ONLY = QuickCoefficients(native=False)
 
 
 # ------------------------------------------------------------------------------ oracle
@@ -113,11 +116,24 @@ def check_description(raw: bytes, q: QuickCoefficients | None = None) -> str | N
     return text
 
 
+def check_native(raw: bytes) -> None:
+    """(E) The compiled object digests change no answer: with and without them, fresh
+    instances give the same coefficient or both defer."""
+    native = quick_path(QuickCoefficients(), raw)
+    python = quick_path(QuickCoefficients(native=False), raw)
+    assert native == python, (
+        f"(E) compiled {native and native.hex()}, Python {python and python.hex()}: "
+        f"{_show(raw)}")
+
+
 def check_all(raw: bytes) -> tuple[bytes | None, bytes | None]:
-    """Fresh instance, the long-lived one, and the long-lived one with a pseudonym."""
+    """Fresh instance, the long-lived one, and the long-lived one with a pseudonym;
+    the Python-only one, and compiled against Python."""
     check(raw, SHARED)
     check(raw, SHARED_PASSWD, {PASSWD})
     check(raw, None, {PASSWD})
+    check(raw, PYTHON_ONLY)
+    check_native(raw)
     return check(raw)
 
 
@@ -259,14 +275,16 @@ def seed_lines() -> tuple[bytes, ...]:
     out.append(_dumps({"aggregate": {"value": agg}}))
     out.append(_dumps({"export": {"type": "log"},
                        "log": {"process": "cat", "event": "file_open", "action": "DENY"}}))
-    # Generated lines (bench/trajectory_gen.py): one per shape, backslashes included.
-    gen = _bench("trajectory_gen").Generator(5, 3000)
-    shapes: set[tuple[object, ...]] = set()
-    for line in gen.lines(3000, 3000, True):
-        shape = _shape(line)
-        if shape not in shapes:
-            shapes.add(shape)
-            out.append(line.encode())
+    # Generated lines (bench/trajectory_gen.py): one per shape, backslashes included,
+    # with repeating and with all-distinct COE and inode values.
+    for distinct in (False, True):
+        gen = _bench("trajectory_gen").Generator(5, 3000, distinct)
+        shapes: set[tuple[object, ...]] = set()
+        for line in gen.lines(3000, 3000, True):
+            shape = _shape(line)
+            if shape not in shapes:
+                shapes.add(shape)
+                out.append(line.encode())
     return tuple(out)
 
 

@@ -24,11 +24,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from semtrust.attest.tpm import AGGREGATE_PCRS, TpmLink, describe_pcrs
 from semtrust.errors import InputError
@@ -56,8 +52,23 @@ QUOTE_CONTEXT = b"semtrust-quote-v1\0"
 _NOT_QUOTED = ("tpm", "signature", "signature_alg", "key_id")
 MAX_NONCE = 64
 
-PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+# cryptography is imported where keys are used: `semtrust run` without a TMA key
+# should not pay for loading it (about 10 ms of start-up).
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
+def __getattr__(name: str) -> Any:
+    """``PrivateKey`` and ``PublicKey`` at run time, loading cryptography then."""
+    if name in ("PrivateKey", "PublicKey"):
+        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+        return (ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey if name == "PrivateKey"
+                else ed25519.Ed25519PublicKey | rsa.RSAPublicKey)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def canonical(doc: Mapping[str, Any], *, exclude: Iterable[str] = ("signature",)) -> bytes:
@@ -91,6 +102,10 @@ def read_bounded(path: str | Path, what: str) -> bytes:
 
 def load_private_key(path: str | Path) -> PrivateKey:
     """A TMA signing key: PEM, Ed25519 or RSA (PKCS#1 or PKCS#8, unencrypted)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     data = read_bounded(path, "TMA key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -107,6 +122,10 @@ def load_private_key(path: str | Path) -> PrivateKey:
 
 def parse_public_key(data: bytes, source: str) -> PublicKey:
     """A PEM public key (or the public half of a PEM private key)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     try:
         if b"PRIVATE KEY" in data:
             priv = serialization.load_pem_private_key(data, password=None)
@@ -125,12 +144,16 @@ def load_public_key(path: str | Path) -> PublicKey:
 
 
 def signature_alg(key: PrivateKey | PublicKey) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
         return "ed25519"
     return "rsa-pkcs1v15-sha256"
 
 
 def public_pem(key: PrivateKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode("ascii")
@@ -138,6 +161,9 @@ def public_pem(key: PrivateKey) -> str:
 
 def key_id(key: PrivateKey | PublicKey) -> str:
     """SHA-256 of the DER SubjectPublicKeyInfo: names the signer in the document."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
     pub = key.public_key() if isinstance(key, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey) \
         else key
     der = pub.public_bytes(
@@ -217,6 +243,9 @@ def build_attestation(
 
 def sign_document(doc: Mapping[str, Any], key: PrivateKey) -> dict[str, Any]:
     """Return ``doc`` with ``signature_alg``, ``key_id`` and ``signature`` set."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ed25519, padding
+
     out = {k: v for k, v in doc.items() if k != "signature"}
     out["signature_alg"] = signature_alg(key)
     out["key_id"] = key_id(key)

@@ -13,19 +13,17 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from semtrust.attest.attestation import (
-    PrivateKey,
-    build_attestation,
-    load_private_key,
-    sign_document,
-)
+from semtrust.attest.attestation import build_attestation, load_private_key, sign_document
 from semtrust.attest.tpm import AGGREGATE_PCRS, TpmError, TpmLink, open_tpm
 from semtrust.errors import InputError
 from semtrust.model.coefficient import ZERO
 from semtrust.model.modelfile import Model
 from semtrust.model.tma import TMA
+
+if TYPE_CHECKING:
+    from semtrust.attest.attestation import PrivateKey
 
 __all__ = ["DomainTrust", "Snapshot", "TrustOptions"]
 

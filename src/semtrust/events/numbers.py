@@ -24,7 +24,7 @@ _STRTOLL = re.compile(
 )
 
 
-def strtoll(text: str, field: str = "") -> int:
+def python_strtoll(text: str, field: str = "") -> int:
     """C ``strtoll(text, NULL, 0)``: prefix-parse, stop at the first bad character.
 
     Out-of-range values (ERANGE) raise, as the reference treats them as errors.
@@ -49,6 +49,28 @@ def strtoll(text: str, field: str = "") -> int:
     if value > _INT64_MAX or value < _INT64_MIN:
         raise InputError(f"number out of range: {text!r}", field=field)
     return value
+
+
+try:
+    from semtrust.model._quick import strtoll as _native_strtoll
+except ImportError:  # not built: the Python rules alone, same answers
+    COMPILED = False
+
+    def _native_strtoll(text: str, /) -> int | None:
+        return None
+else:
+    COMPILED = True
+
+
+def strtoll(text: str, field: str = "") -> int:
+    """C ``strtoll(text, NULL, 0)``: prefix-parse, stop at the first bad character.
+
+    Out-of-range values (ERANGE) raise, as the reference treats them as errors.
+    The compiled conversion answers where it can; out of range, the Python rules
+    decide and name the error.
+    """
+    value = _native_strtoll(text)
+    return python_strtoll(text, field) if value is None else value
 
 
 _U32_CACHE: dict[str, int] = {}

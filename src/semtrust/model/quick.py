@@ -4,7 +4,10 @@
 the full canonical event costs about three times the coefficient itself. Here
 a line is decoded against a typed msgspec schema of the records we know,
 the digests of COE and inode objects are cached by their raw JSON text, and
-the CELL is hashed from the decoded fields.
+the CELL is hashed from the decoded fields. A COE or inode object that is not
+in the cache is digested by the compiled ``_quick`` module straight from its
+text when it has the plain shape (flat, string values, no escapes), else
+decoded with orjson and read by the full parser's field rules.
 
 This path only ever answers for lines it fully understands. A missing or
 mistyped field, an out-of-range number, an unknown export type, a very long
@@ -49,6 +52,24 @@ from semtrust.model.coefficient import (
     typed_cell_preimage,
 )
 from semtrust.model.digest import sha256
+
+try:
+    from semtrust.model._quick import coe_id as _native_coe_id
+    from semtrust.model._quick import inode_preimage as _native_inode_preimage
+except ImportError:  # not built: every object through orjson, same answers
+    COMPILED = False
+
+    def _native_coe_id(raw: bytes, /) -> bytes | None:
+        return None
+
+    def _native_inode_preimage(raw: bytes, /) -> bytes | None:
+        return None
+else:
+    COMPILED = True
+
+
+def _never(raw: bytes, /) -> bytes | None:
+    return None
 
 _U32 = struct.Struct("<I")
 _II = struct.Struct("<II")
@@ -234,12 +255,17 @@ def _hex(text: str, size: int) -> bytes:
 
 
 def _digest_object(
-    cache: dict[bytes, bytes], raw: bytes, digest: Callable[[dict[str, Any]], bytes]
+    cache: dict[bytes, bytes], raw: bytes, native: Callable[[bytes], bytes | None],
+    digest: Callable[[dict[str, Any]], bytes],
 ) -> bytes:
     """``digest`` of a JSON object given as raw text, cached by that text (the same
-    text always parses to the same fields). Anything the full parser would refuse
-    is refused."""
+    text always parses to the same fields): by ``native`` where it answers, else
+    decoded and read by the full parser's rules. Anything the full parser would
+    refuse is refused."""
     value = cache.get(raw)
+    if value is not None:
+        return value
+    value = native(raw)
     if value is None:
         try:
             obj = orjson.loads(raw)
@@ -248,9 +274,9 @@ def _digest_object(
             value = digest(obj)
         except (orjson.JSONDecodeError, InputError):
             raise _Refused from None
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[raw] = value
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[raw] = value
     return value
 
 
@@ -286,8 +312,11 @@ class QuickCoefficients:
     hex text) and the pseudonyms of the model in use.
     """
 
-    def __init__(self, pseudonyms: Set[bytes] = frozenset()) -> None:
+    def __init__(self, pseudonyms: Set[bytes] = frozenset(), native: bool = True) -> None:
+        """``native=False`` keeps the compiled object digests out (the tests compare)."""
         self._pseudonyms = frozenset(pseudonyms)
+        self._native_coe = _native_coe_id if native else _never
+        self._native_inode = _native_inode_preimage if native else _never
         self._coes: dict[bytes, bytes] = {}
         self._inodes: dict[bytes, bytes] = {}
         self._tasks: dict[str, bytes] = {}
@@ -386,11 +415,13 @@ class QuickCoefficients:
         return value
 
     def _coe(self, raw: bytes) -> bytes:
-        return _digest_object(self._coes, raw, lambda obj: coe_digest(parse_coe_object(obj)))
+        return _digest_object(self._coes, raw, self._native_coe,
+                              lambda obj: coe_digest(parse_coe_object(obj)))
 
     def _inode(self, raw: bytes) -> bytes:
         return _digest_object(
-            self._inodes, raw, lambda obj: inode_preimage(parse_inode_object(obj)))
+            self._inodes, raw, self._native_inode,
+            lambda obj: inode_preimage(parse_inode_object(obj)))
 
     def _file(self, f: _File) -> bytes:
         p = f.path

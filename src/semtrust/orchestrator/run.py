@@ -19,6 +19,7 @@ from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
 from semtrust.orchestrator.mgmt import MgmtServer, socket_path
+from semtrust.orchestrator.profiling import profile_request, profiled
 from semtrust.orchestrator.pseudonyms import apply_pseudonyms
 from semtrust.orchestrator.report import print_report
 from semtrust.tma.wiring import finish_tma, on_tma_lost, remote_tma
@@ -92,6 +93,7 @@ def run_domain(opts: RunOptions, *,
     ``report`` is called with the finished domain (benchmarks read its statistics).
     """
     cmd = list(opts.command) or [os.environ.get("SHELL") or "/bin/sh"]
+    profile = profile_request()  # before anything starts: a bad value is exit 2
     name = opts.name or f"{os.path.basename(cmd[0])}-{os.getpid()}"
     path = socket_path(name)
     trust = DomainTrust(name, opts.trust_options())
@@ -107,7 +109,11 @@ def run_domain(opts: RunOptions, *,
     domain = Domain(name, tma, command=cmd)
     domain.watch.use_model_file(opts.model, trust.model_digest)
     attach(domain, trust)
-    set_nondumpable()
+    if profile.dumpable:
+        print("semtrust: warning: SEMTRUST_PROFILE=dumpable: this orchestrator can be "
+              "ptraced by processes of the same user; for profiling only", file=sys.stderr)
+    else:
+        set_nondumpable()
     try:
         server = MgmtServer(domain, path)  # before launching: a name clash fails fast
     except BaseException:
@@ -138,7 +144,8 @@ def run_domain(opts: RunOptions, *,
     code = 1
     try:
         workload.release()
-        domain.serve(workload.listener)
+        with profiled(profile.cprofile):
+            domain.serve(workload.listener)
         if domain.stop.is_set():
             workload.kill()
         code = workload.wait()
