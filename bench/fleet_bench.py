@@ -53,7 +53,7 @@ from tests.fleet.services import Postgres, VerifierProcess, wait_for
 
 from semtrust.attest.attestation import PrivateKey, public_pem
 from semtrust.fleet.auth import sign_request
-from semtrust.fleet.db import appraisals, open_engine
+from semtrust.fleet.db import appraisals, domains, open_engine
 
 TOKEN = "bench-operator-token-0123456789"
 #: Settings for a throw-away bench cluster: nothing here survives a crash, and nothing
@@ -259,6 +259,12 @@ def run(n_verifiers: int, args: argparse.Namespace, pg: Postgres,
         jobs, owners = nonce_jobs(1)
         send_all(push_jobs(send_all(jobs, args.conns), owners), args.conns)
         wait_for(lambda: queued() == 0, "warm-up appraised", timeout=3600, every=0.1)
+
+        def unflagged() -> int:  # new domains get their first replica flag once
+            with engine.connect() as conn:
+                return int(conn.execute(select(func.count()).select_from(domains)
+                                        .where(domains.c.replica == "")).scalar_one())
+        wait_for(lambda: unflagged() == 0, "replica flags set", timeout=3600, every=0.2)
         with engine.connect() as conn:
             warm_max = int(conn.execute(select(func.max(appraisals.c.id))).scalar_one())
         load0 = loadavg()
@@ -266,7 +272,7 @@ def run(n_verifiers: int, args: argparse.Namespace, pg: Postgres,
         jobs, owners = nonce_jobs(args.rounds)
         vpids = [v.proc.pid for v in vs]
         spies = [subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "200",
-                                   "--threads", "--nonblocking", "-o",
+                                   "--gil", "--nonblocking", "-o",
                                    f"{args.profile}/verifier{n_verifiers}-{i}.txt", "-p",
                                    str(pid)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)

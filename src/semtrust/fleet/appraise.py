@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Float, and_, bindparam, case, func, literal, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -64,16 +64,34 @@ def group_key(doc: Mapping[str, Any], name: str) -> str:
     return f"l:{name}:{str(doc.get('base'))[:64]}"
 
 
+def majority(counts: Mapping[str, int]) -> str | None:
+    """The state more than half of a group reports, if any."""
+    total = sum(counts.values())
+    for state, n in counts.items():
+        if n * 2 > total:
+            return state
+    return None
+
+
 def replica_flags(states: Mapping[int, str]) -> dict[int, str]:
     """Per domain: ``ok`` with the strict majority state, ``odd`` otherwise, ``alone``."""
     if len(states) < 2:
         return dict.fromkeys(states, "alone")
-    top, n = Counter(states.values()).most_common(1)[0]
-    majority = top if n * 2 > len(states) else None
-    return {d: "ok" if s == majority else "odd" for d, s in states.items()}
+    top = majority(Counter(states.values()))
+    return {d: "ok" if s == top else "odd" for d, s in states.items()}
 
 
-#: The columns a new result sets on its domain, with their PostgreSQL array types.
+def _flag_expression(counts: Mapping[str, int], state: Any) -> Any:
+    """SQL for :func:`replica_flags` of one group, given its state counts."""
+    if sum(counts.values()) < 2:
+        return literal("alone")
+    top = majority(counts)
+    if top is None:
+        return literal("odd")
+    return case((state == top, literal("ok")), else_=literal("odd"))
+
+
+#: The columns a new result sets on its domain, with their PostgreSQL types.
 _DOMAIN_COLS = (("did", "integer"), ("mode", "varchar"), ("model_digest", "varchar"),
                 ("base", "varchar"), ("state", "varchar"), ("forensics", "integer"),
                 ("group_key", "varchar"), ("last_attestation", "float8"),
@@ -173,7 +191,7 @@ class Appraiser:
             done: list[dict[str, Any]] = []
             for row, doc in zip(rows, docs, strict=True):
                 try:
-                    outcome = self._appraise(conn, row, doc, registered)
+                    outcome = self._appraise(row, doc, registered)
                 except DBAPIError:
                     raise
                 except Exception as exc:  # one bad document must not stall the queue
@@ -231,22 +249,20 @@ class Appraiser:
             select(*self._COLUMNS).select_from(joined)
             .where(appraisals.c.id.in_(claimed)).order_by(appraisals.c.id)).all())
 
+    # The batch travels as one JSON array (json_to_recordset): one statement, one
+    # parameter, and no per-element quoting of array literals.
     _FINISH_PG = text(
-        "UPDATE appraisals AS a SET state = 'done', appraised_at = v.t, trusted = v.ok, "
-        "result = v.res, checks = v.chk, claims = a.claims + 1, claimed_by = :worker, "
-        "claimed_at = :claimed_at "
-        "FROM unnest(CAST(:ids AS integer[]), CAST(:ts AS float8[]), "
-        "CAST(:oks AS boolean[]), CAST(:res AS varchar[]), CAST(:chk AS text[])) "
-        "AS v(id, t, ok, res, chk) WHERE a.id = v.id")
+        "UPDATE appraisals AS a SET state = 'done', appraised_at = v.appraised_at, "
+        "trusted = v.trusted, result = v.result, checks = v.checks, claims = a.claims + 1, "
+        "claimed_by = :worker, claimed_at = :claimed_at "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS v(aid integer, appraised_at float8, "
+        "trusted boolean, result varchar, checks text) WHERE a.id = v.aid")
 
     def _finish(self, conn: Connection, done: list[dict[str, Any]]) -> None:
         """Store the results and mark the batch done: one statement on PostgreSQL."""
         if self.postgres:
-            conn.execute(self._FINISH_PG, {
-                "worker": self.worker, "claimed_at": time.time(),
-                "ids": [d["aid"] for d in done], "ts": [d["appraised_at"] for d in done],
-                "oks": [d["trusted"] for d in done], "res": [d["result"] for d in done],
-                "chk": [d["checks"] for d in done]})
+            conn.execute(self._FINISH_PG, {"worker": self.worker, "claimed_at": time.time(),
+                                           "rows": json.dumps(done)})
             return
         conn.execute(update(appraisals).where(appraisals.c.id == bindparam("aid"))
                      .values(state="done", appraised_at=bindparam("appraised_at"),
@@ -254,16 +270,27 @@ class Appraiser:
                              checks=bindparam("checks")), done)
 
     def _registered(self, conn: Connection, docs: list[dict[str, Any]]
-                    ) -> dict[str, tuple[str, str]]:
-        """The batch's models as registered now: digest -> (the workload's pinned
-        signing key, version label). A model no longer in the registry is absent."""
+                    ) -> dict[str, tuple[ModelLike, object, str] | SemtrustError]:
+        """The batch's models as registered now, parsed: digest -> (model, what names
+        its text and signing key, version label), or why it no longer parses. A model
+        no longer in the registry is absent."""
         digests = sorted({d for doc in docs if isinstance(d := doc.get("model_digest"), str)})
         if not digests:
             return {}
-        return {m.digest: (m.signing_key, f"{m.name} v{m.version}") for m in conn.execute(
-            select(models.c.digest, models.c.version, workloads.c.name, workloads.c.signing_key)
-            .join(workloads, workloads.c.id == models.c.workload_id)
-            .where(models.c.digest.in_(digests))).all()}
+        out: dict[str, tuple[ModelLike, object, str] | SemtrustError] = {}
+        for m in conn.execute(
+                select(models.c.digest, models.c.version, workloads.c.name,
+                       workloads.c.signing_key)
+                .join(workloads, workloads.c.id == models.c.workload_id)
+                .where(models.c.digest.in_(digests))).all():
+            version = f"{m.name} v{m.version}"
+            try:
+                model = self._model(conn, m.digest, m.signing_key, version)
+            except SemtrustError as exc:
+                out[m.digest] = exc
+                continue
+            out[m.digest] = (model, (m.digest, m.signing_key), version)
+        return out
 
     def _model(self, conn: Connection, digest: str, signing_key: str,
                source: str) -> ModelLike:
@@ -275,27 +302,27 @@ class Appraiser:
             return parse_model(body.encode(), source=source, key_pem=signing_key.encode())
         return self._models.get((digest, signing_key), make)
 
-    def _appraise(self, conn: Connection, row: Any, doc: dict[str, Any],
-                  registered: Mapping[str, tuple[str, str]]) -> Outcome:
+    def _appraise(self, row: Any, doc: dict[str, Any],
+                  registered: Mapping[str, tuple[ModelLike, object, str] | SemtrustError]
+                  ) -> Outcome:
         md = doc.get("model_digest")
         digest = md if isinstance(md, str) else None
         version: str | None = None
+        model: ModelLike = EMPTY_MODEL
+        model_key: object = None
+        if digest is not None:
+            reg = registered.get(digest)
+            if reg is None:
+                return Outcome(False, [Check("registry", "FAIL", f"model {digest[:16]}… is "
+                                                                 "not registered with the "
+                                                                 "verifier")], None)
+            if isinstance(reg, SemtrustError):  # a registry entry no longer parses
+                return Outcome(False, [Check("registry", "FAIL", str(reg))], None)
+            model, model_key, version = reg
         try:
-            if digest is None:
-                model: ModelLike = EMPTY_MODEL
-                model_key: object = None
-            else:
-                reg = registered.get(digest)
-                if reg is None:
-                    return Outcome(False, [Check("registry", "FAIL",
-                                                 f"model {digest[:16]}… is not registered "
-                                                 "with the verifier")], None)
-                signing_key, version = reg
-                model = self._model(conn, digest, signing_key, version)
-                model_key = (digest, signing_key)
             v = self.keys.verifier(row.tma_key, row.tpm_ak, model_key, model,
                                    f"host {row.host}")
-        except SemtrustError as exc:  # a registry entry no longer parses
+        except SemtrustError as exc:  # the enrolled key no longer parses
             return Outcome(False, [Check("registry", "FAIL", str(exc))], None)
         checks = v.verify(doc, nonce=bytes.fromhex(row.nonce),
                           signature_verified_by=row.intake_key)
@@ -309,9 +336,9 @@ class Appraiser:
     _DOMAINS_PG = text(
         "UPDATE domains AS d SET " + ", ".join(
             f"{c} = v.{c}" for c, _ in _DOMAIN_COLS if c not in ("did", "changed_at"))
-        + ", changed_at = coalesce(v.changed_at, d.changed_at) FROM unnest("
-        + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in _DOMAIN_COLS)
-        + ") AS v(" + ", ".join(c for c, _ in _DOMAIN_COLS) + ") WHERE d.id = v.did")
+        + ", changed_at = coalesce(v.changed_at, d.changed_at) "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS v("
+        + ", ".join(f"{c} {t}" for c, t in _DOMAIN_COLS) + ") WHERE d.id = v.did")
 
     def _set_domains(self, conn: Connection,
                      latest: Mapping[int, tuple[int, float, dict[str, Any], Outcome]]
@@ -342,7 +369,7 @@ class Appraiser:
                                 "reason": outcome.reason, "model": outcome.model_version,
                                 "forensics": int(doc["forensics"])})
         if params and self.postgres:
-            conn.execute(self._DOMAINS_PG, {c: [p[c] for p in params] for c, _ in _DOMAIN_COLS})
+            conn.execute(self._DOMAINS_PG, {"rows": json.dumps(params)})
         elif params:
             cols = tuple(c for c, _ in _DOMAIN_COLS if c not in ("did", "changed_at"))
             values: dict[str, Any] = {c: bindparam(c) for c in cols}
@@ -354,27 +381,41 @@ class Appraiser:
 
     # -- replicas and staleness -----------------------------------------------------------
     def compare_replicas(self, keys: Iterable[str]) -> None:
+        """Flag each group's members against its majority state.
+
+        The database counts the states and returns only the members whose flag
+        changes: a group can hold a whole fleet, and reading all its rows every
+        second would cost more than appraising the documents that touched it.
+        """
+        state = func.coalesce(domains.c.state, "")
         for key in sorted(keys):
             changes = []
             with self.engine.begin() as conn:
+                member = and_(domains.c.group_key == key, domains.c.status != "stale")
+                counts = {str(st): int(n) for st, n in conn.execute(
+                    select(state, func.count()).where(member).group_by(state)).all()}
+                flag: Any = _flag_expression(counts, state)
                 rows = conn.execute(
-                    select(domains.c.id, domains.c.name, domains.c.state, domains.c.replica,
-                           hosts.c.name.label("host"))
+                    select(domains.c.id, domains.c.name, domains.c.replica,
+                           flag.label("flag"), hosts.c.name.label("host"))
                     .join(hosts, hosts.c.id == domains.c.host_id)
-                    .where(domains.c.group_key == key, domains.c.status != "stale")
+                    .where(member, domains.c.replica != flag)
                     .order_by(domains.c.id)).all()
-                flags = replica_flags({r.id: r.state for r in rows})
+                # One UPDATE per kind of change (a new group flags all its members at once);
+                # a member whose flag moved meanwhile is left to the next comparison.
+                moves: dict[tuple[str, str], list[Any]] = {}
                 for r in rows:
-                    flag = flags[r.id]
-                    if flag == r.replica:
+                    moves.setdefault((r.replica, r.flag), []).append(r)
+                for (previous, flag), members in sorted(moves.items()):
+                    changed = set(conn.execute(
+                        update(domains).where(domains.c.id.in_([r.id for r in members]),
+                                              domains.c.replica == previous)
+                        .values(replica=flag).returning(domains.c.id)).scalars())
+                    if flag != "odd" and previous != "odd":
                         continue
-                    n = conn.execute(update(domains).where(domains.c.id == r.id,
-                                                           domains.c.replica == r.replica)
-                                     .values(replica=flag)).rowcount
-                    if n == 1 and (flag == "odd" or r.replica == "odd"):
-                        changes.append({"type": "replica", "host": r.host, "domain": r.name,
-                                        "replica": flag, "previous": r.replica,
-                                        "group": key, "time": time.time()})
+                    changes += [{"type": "replica", "host": r.host, "domain": r.name,
+                                 "replica": flag, "previous": previous, "group": key,
+                                 "time": time.time()} for r in members if r.id in changed]
             for change in changes:
                 self.emit(change)
 
