@@ -146,7 +146,8 @@ def send_all(jobs: dict[int, list[tuple[int, bytes]]], conns: int) -> dict[int, 
 
 
 # ------------------------------------------------------------------ CPU accounting
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
+    """CPU seconds of ``pids``; with ``children`` also of their exited, reaped children."""
     total = 0
     for pid in pids:
         try:
@@ -154,13 +155,17 @@ def cpu_seconds(pids: list[int]) -> float:
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
+        if children:
+            total += int(fields[13]) + int(fields[14])  # cutime, cstime
     return total / CLK_TCK
 
 
-def postgres_pids(pg: Postgres) -> list[int]:
-    """The postmaster and every backend it forked (they come and go with the pools)."""
+def postgres_cpu(pg: Postgres) -> float:
+    """The postmaster, every live backend and every backend that has exited (the pools
+    open and close connections): the postmaster reaps them, so their CPU time is in
+    its children's counters."""
     master = int((pg.data / "postmaster.pid").read_text().split()[0])
-    pids = [master]
+    live = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
@@ -168,8 +173,8 @@ def postgres_pids(pg: Postgres) -> list[int]:
             except OSError:
                 continue
             if int(stat[1]) == master:
-                pids.append(int(d.name))
-    return pids
+                live.append(int(d.name))
+    return cpu_seconds([master], children=True) + cpu_seconds(live)
 
 
 def self_cpu() -> float:
@@ -277,24 +282,24 @@ def run(n_verifiers: int, args: argparse.Namespace, pg: Postgres,
                                    str(pid)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
                  for i, pid in enumerate(vpids)] if args.profile else []
-        c0 = (cpu_seconds(vpids), cpu_seconds(postgres_pids(pg)), self_cpu())
+        c0 = (cpu_seconds(vpids), postgres_cpu(pg), self_cpu())
         t0 = time.monotonic()
         nonce_replies = send_all(jobs, args.conns)
         t_nonce = time.monotonic() - t0
-        c1 = (cpu_seconds(vpids), cpu_seconds(postgres_pids(pg)), self_cpu())
+        c1 = (cpu_seconds(vpids), postgres_cpu(pg), self_cpu())
 
         pushes = push_jobs(nonce_replies, owners)
-        c2 = (cpu_seconds(vpids), cpu_seconds(postgres_pids(pg)), self_cpu())
+        c2 = (cpu_seconds(vpids), postgres_cpu(pg), self_cpu())
         t2 = time.monotonic()
         push_replies = send_all(pushes, args.conns)
         t_push = time.monotonic() - t2
-        c3 = (cpu_seconds(vpids), cpu_seconds(postgres_pids(pg)), self_cpu())
+        c3 = (cpu_seconds(vpids), postgres_cpu(pg), self_cpu())
         bad = [r for rs in push_replies.values() for r in rs if r.status != 202]
         assert not bad, f"{len(bad)} pushes refused, e.g. {bad[0].status} {bad[0].body[:200]!r}"
 
         wait_for(lambda: queued() == 0, "queue drained", timeout=3600, every=0.1)
         t_drained = time.monotonic() - t2
-        c4 = (cpu_seconds(vpids), cpu_seconds(postgres_pids(pg)), self_cpu())
+        c4 = (cpu_seconds(vpids), postgres_cpu(pg), self_cpu())
         load1 = loadavg()
         for spy in spies:
             spy.send_signal(signal.SIGINT)
