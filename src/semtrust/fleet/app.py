@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -35,7 +35,7 @@ from semtrust.fleet.metrics import CONTENT_TYPE, Metrics
 from semtrust.fleet.registry import FleetError, Registry, SignedRequest
 from semtrust.strict import loads_strict
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["CONFIG_ENV", "ServerConfig", "app_from_environment", "config_to_env", "create_app"]
 
 log = logging.getLogger("semtrust.fleet")
 Scope = MutableMapping[str, Any]
@@ -55,6 +55,26 @@ class ServerConfig:
     mqtt: MqttTarget | None = None
     webhooks: list[str] = field(default_factory=list)
     batch: int = 64
+
+
+#: Environment variable that hands the configuration to ``--workers`` processes.
+CONFIG_ENV = "SEMTRUST_VERIFIER_CONFIG"
+
+
+def config_to_env(cfg: ServerConfig) -> str:
+    m = cfg.mqtt
+    return json.dumps({**asdict(cfg), "mqtt": None if m is None else {
+        "host": m.host, "port": m.port, "topic": m.topic, "username": m.username,
+        "password": m.password}})
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several worker processes (``verifier serve --workers N``)."""
+    import os
+
+    raw = json.loads(os.environ.pop(CONFIG_ENV))
+    mqtt = raw.pop("mqtt")
+    return create_app(ServerConfig(**raw, mqtt=MqttTarget(**mqtt) if mqtt else None))
 
 
 class BodyLimit:
