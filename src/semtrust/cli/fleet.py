@@ -116,7 +116,9 @@ def serve(db: str, listen: str, token_file: str | None, stale_after: float, nonc
         return
     # Each worker is a fresh interpreter: it builds its app from the configuration in
     # its environment (inherited from this process only; same owner as the token file).
-    upgrade(open_engine(cfg.db))  # once, before the workers start
+    engine = open_engine(cfg.db)
+    upgrade(engine)  # once, before the workers start
+    engine.dispose()
     os.environ[CONFIG_ENV] = config_to_env(cfg)
     uvicorn.run("semtrust.fleet.app:app_from_environment", factory=True, workers=workers,
                 **opts)
