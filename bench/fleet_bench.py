@@ -170,20 +170,25 @@ def cpu_seconds(pids: list[int], children: bool = False) -> float:
     return total / CLK_TCK
 
 
-def postgres_cpu(pg: Postgres) -> float:
-    """The postmaster, every live backend and every backend that has exited (the pools
-    open and close connections): the postmaster reaps them, so their CPU time is in
-    its children's counters."""
-    master = int((pg.data / "postmaster.pid").read_text().split()[0])
-    live = []
+def children(pid: int) -> list[int]:
+    found = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(stat[1]) == master:
-                live.append(int(d.name))
+            if int(stat[1]) == pid:
+                found.append(int(d.name))
+    return found
+
+
+def postgres_cpu(pg: Postgres) -> float:
+    """The postmaster, every live backend and every backend that has exited (the pools
+    open and close connections): the postmaster reaps them, so their CPU time is in
+    its children's counters."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    live = children(master)
     return cpu_seconds([master], children=True) + cpu_seconds(live)
 
 
@@ -285,7 +290,8 @@ def run(n_verifiers: int, args: argparse.Namespace, pg: Postgres,
         load0 = loadavg()
 
         jobs, owners = nonce_jobs(args.rounds)
-        vpids = [v.proc.pid for v in vs]
+        # with --workers, the worker processes are the supervisor's children
+        vpids = [v.proc.pid for v in vs] + [c for v in vs for c in children(v.proc.pid)]
         spies = [subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "200",
                                    "--gil", "--nonblocking", "-o",
                                    f"{args.profile}/verifier{n_verifiers}-{i}.txt", "-p",
