@@ -4,10 +4,14 @@ one or two verifier processes; intake rate, appraisal rate, latency, CPU per doc
 Usage (root or a PostgreSQL 15 server; tests/fleet/services.py starts the cluster):
 
     python bench/fleet_bench.py [--hosts 1000] [--domains 10] [--rounds 1]
-        [--key-type ed25519|rsa] [--conns 8] [--order 1,2,1,2]
+        [--key-type ed25519|rsa] [--conns 8] [--order 1,2,1,2] [--rate DOCS_PER_S]
+        [--pg-default | --pg-durable] [--verifier-arg ARG]... [--profile DIR] [--json]
 
 A round is every host pushing every domain once: the fleet's 60 s push interval
-compressed into as little time as the machine allows, i.e. a capacity test.
+compressed into as little time as the machine allows (a capacity test), or
+paced at ``--rate`` documents per second. A warm-up round first creates the
+domains (a running fleet's steady state). ``--profile`` needs ``py-spy`` on the
+PATH (a developer tool, not a dependency).
 
 The load generator is kept out of the verifiers' way as far as one machine
 allows. Everything a host would compute — its signed nonce request, its
@@ -19,11 +23,11 @@ process from a minimal asyncio client (uvloop when installed) that writes the
 prepared bytes and reads the status line and Content-Length body back.
 
 Reported per run: intake rate (documents accepted per second of the push
-window), appraisal rate (documents per second from first receipt to last
-stored result: the sustained rate), latency receipt -> stored result (p50/p99)
-and the push round trip as the client saw it, CPU seconds per document of the
-verifier processes, PostgreSQL and the load generator (from /proc), and the
-load average before and after.
+window), appraisal rate (first to last stored result), sustained rate (first
+receipt to last stored result), the rate over both windows, latency receipt ->
+stored result (p50/p99) and the push round trip as the client saw it, CPU
+seconds per document of the verifier processes, PostgreSQL and the load
+generator (from /proc), and the load average before and after.
 """
 
 from __future__ import annotations
