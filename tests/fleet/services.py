@@ -50,7 +50,10 @@ def wait_for(cond: Any, what: str, timeout: float = 60.0, every: float = 0.1) ->
 
 # ------------------------------------------------------------------ PostgreSQL
 class Postgres:
-    def __init__(self) -> None:
+    """``options``: extra server settings (``-c name=value ...``) for every start."""
+
+    def __init__(self, options: str = "") -> None:
+        self.options = options
         need((PG_BIN / "initdb").exists(), "PostgreSQL 15 server not installed "
                                            "(Debian package postgresql)")
         self.dir = Path(tempfile.mkdtemp(prefix=f"semtrust-pg-{os.getpid()}-", dir="/tmp"))
@@ -72,7 +75,7 @@ class Postgres:
     def start(self) -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
                    "-w", "-o", f"-k {self.dir} -p {self.port} -c listen_addresses=127.0.0.1 "
-                               "-c fsync=off -c max_connections=200", "start"])
+                               f"-c fsync=off -c max_connections=200 {self.options}", "start"])
 
     def stop(self) -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])

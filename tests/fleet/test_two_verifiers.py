@@ -62,3 +62,45 @@ def test_two_processes_share_the_queue(postgres: Postgres, tmp_path: Path) -> No
         assert counted == total
         doms = httpx.get(a.url + "/api/v1/domains").json()
         assert len(doms) == HOSTS * DOMAINS and {d["status"] for d in doms} == {"trusted"}
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(d.name))
+    return found
+
+
+def test_workers_share_one_socket_and_the_queue(postgres: Postgres, tmp_path: Path) -> None:
+    """``serve --workers 2``: two processes behind one port, each appraising."""
+    db = postgres.new_database()
+    m = Material(tmp_path)
+    with verifier(db, tmp_path, token=TOKEN, extra=("--workers", "2")) as v:
+        hosts = tuple(f"w{i}" for i in range(4))
+        setup_fleet(v, m, tmp_path, hosts=hosts)
+        workers = [p for p in _children(v.proc.pid)
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(workers) == 2
+        for h in hosts:
+            c = HostClient(v.url, h, m.host_keys[h])
+            n = c.nonce()
+            c.push(n, [m.doc(h, f"d{j}", n) for j in range(DOMAINS)])
+        def all_trusted() -> bool:
+            doms = httpx.get(v.url + "/api/v1/domains").json()
+            return len(doms) == len(hosts) * DOMAINS and all(d["status"] == "trusted"
+                                                              for d in doms)
+        wait_for(all_trusted, "every domain appraised")
+        engine = open_engine(db)
+        try:
+            with engine.connect() as conn:
+                claims = dict(conn.execute(select(appraisals.c.claims, func.count())
+                                           .group_by(appraisals.c.claims)).all())
+        finally:
+            engine.dispose()
+        assert claims == {1: len(hosts) * DOMAINS}

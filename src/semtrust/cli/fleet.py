@@ -83,13 +83,19 @@ def verifier() -> None:
               help="Also POST status changes here (repeatable).")
 @click.option("--max-body", type=click.IntRange(min=1024), default=8 << 20,
               show_default=True, help="Largest request body in bytes.")
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=1, show_default=True,
+              help="Verifier processes sharing the listening socket (and the database's "
+                   "queue); one per core.")
 def serve(db: str, listen: str, token_file: str | None, stale_after: float, nonce_ttl: float,
-          mqtt: str | None, webhooks: tuple[str, ...], max_body: int) -> None:
+          mqtt: str | None, webhooks: tuple[str, ...], max_body: int, workers: int) -> None:
     """Serve the verifier API, metrics and web view (migrates the database first)."""
+    from importlib.util import find_spec
+
     import uvicorn
 
     from semtrust.fleet.alerts import parse_mqtt_url
-    from semtrust.fleet.app import ServerConfig, create_app
+    from semtrust.fleet.app import CONFIG_ENV, ServerConfig, config_to_env, create_app
+    from semtrust.fleet.db import open_engine, upgrade
 
     host, port = _listen(listen)
     for url in webhooks:
@@ -98,9 +104,24 @@ def serve(db: str, listen: str, token_file: str | None, stale_after: float, nonc
     cfg = ServerConfig(db=db, operator_token=_read_token(token_file), nonce_ttl=nonce_ttl,
                        stale_after=stale_after, max_body=max_body,
                        mqtt=parse_mqtt_url(mqtt) if mqtt else None, webhooks=list(webhooks))
-    app = create_app(cfg)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+    opts: dict[str, Any] = {
+        "host": host, "port": port, "log_level": "warning", "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        # uvloop's event loop and the httptools (llhttp) parser where installed: per
+        # request they cost a fraction of asyncio's loop and the pure-Python h11.
+        "loop": "uvloop" if find_spec("uvloop") else "auto",
+        "http": "httptools" if find_spec("httptools") else "auto"}
+    if workers == 1:
+        uvicorn.run(create_app(cfg), **opts)
+        return
+    # Each worker is a fresh interpreter: it builds its app from the configuration in
+    # its environment (inherited from this process only; same owner as the token file).
+    engine = open_engine(cfg.db)
+    upgrade(engine)  # once, before the workers start
+    engine.dispose()
+    os.environ[CONFIG_ENV] = config_to_env(cfg)
+    uvicorn.run("semtrust.fleet.app:app_from_environment", factory=True, workers=workers,
+                **opts)
 
 
 @verifier.command()

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -20,21 +20,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from semtrust import __version__
-from semtrust.attest.attestation import parse_public_key
 from semtrust.errors import InputError
 from semtrust.fleet import views
 from semtrust.fleet.alerts import Alerter, MqttTarget
 from semtrust.fleet.appraise import Appraiser
-from semtrust.fleet.auth import operator_ok, verify_request
+from semtrust.fleet.auth import operator_ok
 from semtrust.fleet.db import open_engine, upgrade
+from semtrust.fleet.keys import ParsedKeys
 from semtrust.fleet.metrics import CONTENT_TYPE, Metrics
-from semtrust.fleet.registry import FleetError, Host, Registry
+from semtrust.fleet.registry import FleetError, Registry, SignedRequest
 from semtrust.strict import loads_strict
 
-__all__ = ["ServerConfig", "create_app"]
+__all__ = ["CONFIG_ENV", "ServerConfig", "app_from_environment", "config_to_env", "create_app"]
 
 log = logging.getLogger("semtrust.fleet")
 Scope = MutableMapping[str, Any]
@@ -54,6 +55,26 @@ class ServerConfig:
     mqtt: MqttTarget | None = None
     webhooks: list[str] = field(default_factory=list)
     batch: int = 64
+
+
+#: Environment variable that hands the configuration to ``--workers`` processes.
+CONFIG_ENV = "SEMTRUST_VERIFIER_CONFIG"
+
+
+def config_to_env(cfg: ServerConfig) -> str:
+    m = cfg.mqtt
+    return json.dumps({**asdict(cfg), "mqtt": None if m is None else {
+        "host": m.host, "port": m.port, "topic": m.topic, "username": m.username,
+        "password": m.password}})
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several worker processes (``verifier serve --workers N``)."""
+    import os
+
+    raw = json.loads(os.environ.pop(CONFIG_ENV))
+    mqtt = raw.pop("mqtt")
+    return create_app(ServerConfig(**raw, mqtt=MqttTarget(**mqtt) if mqtt else None))
 
 
 class BodyLimit:
@@ -149,11 +170,12 @@ _SIGNED = ("Signed by the host: headers X-Semtrust-Host, X-Semtrust-Date, "
 
 def create_app(cfg: ServerConfig) -> FastAPI:
     engine = open_engine(cfg.db)
-    registry = Registry(engine, nonce_ttl=cfg.nonce_ttl)
+    keys = ParsedKeys()
+    registry = Registry(engine, nonce_ttl=cfg.nonce_ttl, keys=keys)
     metrics = Metrics(engine)
     alerter = Alerter(cfg.mqtt, cfg.webhooks)
     appraiser = Appraiser(engine, emit=alerter, observe=metrics.observe,
-                          stale_after=cfg.stale_after, batch=cfg.batch)
+                          stale_after=cfg.stale_after, batch=cfg.batch, keys=keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -206,7 +228,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         if not operator_ok(cfg.operator_token, given):
             raise FleetError(401, "operator token missing or wrong")
 
-    async def signed_host(request: Request) -> tuple[Host, bytes]:
+    async def signed(request: Request) -> SignedRequest:
         body = await request.body()
         h = request.headers
         name, date, sig = (h.get("x-semtrust-host"), h.get("x-semtrust-date"),
@@ -214,19 +236,7 @@ def create_app(cfg: ServerConfig) -> FastAPI:
         if not name or not date or not sig:
             raise FleetError(401, "unsigned request (X-Semtrust-Host, X-Semtrust-Date and "
                                   "X-Semtrust-Signature are required)")
-        from starlette.concurrency import run_in_threadpool
-
-        host = await run_in_threadpool(registry.host, name)
-        if host is None:
-            raise FleetError(401, f"host {name[:64]!r} is not enrolled")
-        try:
-            key = parse_public_key(host.tma_key.encode(), f"host {host.name}")
-        except InputError as exc:
-            raise FleetError(500, str(exc)) from None
-        why = verify_request(key, request.method, request.url.path, name, date, sig, body)
-        if why is not None:
-            raise FleetError(401, why)
-        return host, body
+        return SignedRequest(request.method, request.url.path, name, date, sig, body)
 
     # -- operator endpoints -------------------------------------------------------------
     @app.post("/api/v1/hosts", status_code=201, dependencies=[Depends(operator)],
@@ -247,14 +257,12 @@ def create_app(cfg: ServerConfig) -> FastAPI:
     # -- agent endpoints -------------------------------------------------------------------
     @app.post("/api/v1/nonce", summary="A fresh single-use nonce for this host",
               description=_SIGNED)
-    def nonce(auth: tuple[Host, bytes] = Depends(signed_host)) -> dict[str, Any]:
-        return registry.issue_nonce(auth[0])
+    async def nonce(request: Request) -> dict[str, Any]:
+        # One worker thread and one database connection for the whole request.
+        return await run_in_threadpool(registry.signed_nonce, await signed(request))
 
-    @app.post("/api/v1/attestations", status_code=202, openapi_extra=_PUSH_SCHEMA,
-              summary="Push attestations (all carrying one issued nonce)",
-              description=_SIGNED + " All or nothing: a refused push stores nothing.")
-    def push(auth: tuple[Host, bytes] = Depends(signed_host)) -> dict[str, Any]:
-        host, body = auth
+    def parse_push(body: bytes) -> tuple[str, list[dict[str, Any]],
+                                          dict[str, dict[str, Any]]]:
         # Strictly: a duplicate key (a decoy before the real field) or deep nesting is
         # refused before any check reads the documents.
         try:
@@ -271,7 +279,13 @@ def create_app(cfg: ServerConfig) -> FastAPI:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise FleetError(422, f"{where}: {first['msg']}") from None
-        ids = registry.accept(host, req.nonce, req.attestations, req.forensics)
+        return req.nonce, req.attestations, req.forensics
+
+    @app.post("/api/v1/attestations", status_code=202, openapi_extra=_PUSH_SCHEMA,
+              summary="Push attestations (all carrying one issued nonce)",
+              description=_SIGNED + " All or nothing: a refused push stores nothing.")
+    async def push(request: Request) -> dict[str, Any]:
+        ids = await run_in_threadpool(registry.signed_push, await signed(request), parse_push)
         appraiser.wake.set()
         return {"accepted": len(ids), "ids": ids}
 

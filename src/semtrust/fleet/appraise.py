@@ -22,19 +22,19 @@ import os
 import socket
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Float, and_, bindparam, func, or_, select, update
+from sqlalchemy import Float, and_, bindparam, case, func, literal, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from semtrust.attest.attestation import parse_public_key
-from semtrust.attest.verify import Check, Verifier, load_ak
+from semtrust.attest.verify import Check, ModelLike
 from semtrust.errors import SemtrustError
 from semtrust.fleet.db import appraisals, domains, hosts, models, workloads
+from semtrust.fleet.keys import LRU, ParsedKeys
 from semtrust.fleet.registry import EMPTY_MODEL
 from semtrust.model.modelfile import parse_model
 
@@ -64,19 +64,48 @@ def group_key(doc: Mapping[str, Any], name: str) -> str:
     return f"l:{name}:{str(doc.get('base'))[:64]}"
 
 
+def majority(counts: Mapping[str, int]) -> str | None:
+    """The state more than half of a group reports, if any."""
+    total = sum(counts.values())
+    for state, n in counts.items():
+        if n * 2 > total:
+            return state
+    return None
+
+
 def replica_flags(states: Mapping[int, str]) -> dict[int, str]:
     """Per domain: ``ok`` with the strict majority state, ``odd`` otherwise, ``alone``."""
     if len(states) < 2:
         return dict.fromkeys(states, "alone")
-    top, n = Counter(states.values()).most_common(1)[0]
-    majority = top if n * 2 > len(states) else None
-    return {d: "ok" if s == majority else "odd" for d, s in states.items()}
+    top = majority(Counter(states.values()))
+    return {d: "ok" if s == top else "odd" for d, s in states.items()}
+
+
+def _flag_expression(counts: Mapping[str, int], state: Any) -> Any:
+    """SQL for :func:`replica_flags` of one group, given its state counts."""
+    if sum(counts.values()) < 2:
+        return literal("alone")
+    top = majority(counts)
+    if top is None:
+        return literal("odd")
+    return case((state == top, literal("ok")), else_=literal("odd"))
+
+
+#: The columns a new result sets on its domain, with their PostgreSQL types.
+_DOMAIN_COLS = (("did", "integer"), ("mode", "varchar"), ("model_digest", "varchar"),
+                ("base", "varchar"), ("state", "varchar"), ("forensics", "integer"),
+                ("group_key", "varchar"), ("last_attestation", "float8"),
+                ("last_appraisal_id", "integer"), ("reason", "text"), ("status", "varchar"),
+                ("changed_at", "float8"))
 
 
 class Appraiser:
     def __init__(self, engine: Engine, *, emit: Emit, observe: Observe,
-                 stale_after: float = 180.0, batch: int = 64) -> None:
+                 stale_after: float = 180.0, batch: int = 64,
+                 keys: ParsedKeys | None = None) -> None:
         self.engine = engine
+        self.keys = keys or ParsedKeys()
+        self.postgres = engine.dialect.name == "postgresql"
         self.emit = emit
         self.observe = observe
         self.stale_after = stale_after
@@ -84,8 +113,8 @@ class Appraiser:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._verifiers: OrderedDict[tuple[int, str | None], Verifier] = OrderedDict()
-        self._versions: dict[str, str] = {}
+        # Parsed models by (digest, the workload's pinned signing key).
+        self._models: LRU[tuple[str, str], ModelLike] = LRU(256)
         self._threads: list[threading.Thread] = []
         self.db_ok = True
         # Replica groups to compare again; done at most once a second per group, since
@@ -156,12 +185,13 @@ class Appraiser:
             rows = self._claim(conn)
             if not rows:
                 return 0
+            docs = [json.loads(row.doc) for row in rows]
+            registered = self._registered(conn, docs)
             latest: dict[int, tuple[int, float, dict[str, Any], Outcome]] = {}
             done: list[dict[str, Any]] = []
-            for row in rows:
-                doc = json.loads(row.doc)
+            for row, doc in zip(rows, docs, strict=True):
                 try:
-                    outcome = self._appraise(conn, row.host_id, doc, row.nonce)
+                    outcome = self._appraise(row, doc, registered)
                 except DBAPIError:
                     raise
                 except Exception as exc:  # one bad document must not stall the queue
@@ -178,10 +208,7 @@ class Appraiser:
                 prev = latest.get(row.domain_id)
                 if prev is None or prev[0] < row.id:
                     latest[row.domain_id] = (row.id, row.received_at, doc, outcome)
-            conn.execute(update(appraisals).where(appraisals.c.id == bindparam("aid"))
-                         .values(state="done", appraised_at=bindparam("appraised_at"),
-                                 trusted=bindparam("trusted"), result=bindparam("result"),
-                                 checks=bindparam("checks")), done)
+            self._finish(conn, done)
             changes = self._set_domains(conn, latest)
             groups = {group_key(doc, str(doc["domain"])) for _, _, doc, _ in latest.values()}
         for change in changes:
@@ -190,10 +217,27 @@ class Appraiser:
             self._dirty |= groups
         return len(rows)
 
+    _COLUMNS = (appraisals.c.id, appraisals.c.domain_id, appraisals.c.nonce, appraisals.c.doc,
+                appraisals.c.received_at, appraisals.c.intake_key, domains.c.host_id,
+                hosts.c.name.label("host"), hosts.c.tma_key, hosts.c.tpm_ak)
+
     def _claim(self, conn: Connection) -> list[Any]:
+        """Lock a batch of queued documents with their host's current keys.
+
+        PostgreSQL: one ``SELECT … FOR UPDATE SKIP LOCKED``; the rows stay locked,
+        and skipped by every other verifier, until this transaction marks them done
+        (or rolls back, when another takes them). SQLite has no row locks: the claim
+        is an UPDATE, which takes the database's one write lock at once.
+        """
+        joined = (appraisals.join(domains, domains.c.id == appraisals.c.domain_id)
+                  .join(hosts, hosts.c.id == domains.c.host_id))
+        if self.postgres:
+            return list(conn.execute(
+                select(*self._COLUMNS).select_from(joined)
+                .where(appraisals.c.state == "queued").order_by(appraisals.c.id)
+                .limit(self.batch).with_for_update(of=appraisals, skip_locked=True)).all())
         pick = (select(appraisals.c.id).where(appraisals.c.state == "queued")
-                .order_by(appraisals.c.id).limit(self.batch)
-                .with_for_update(skip_locked=True))
+                .order_by(appraisals.c.id).limit(self.batch))
         claimed = conn.execute(
             update(appraisals).where(appraisals.c.id.in_(pick.scalar_subquery()))
             .values(state="claimed", claims=appraisals.c.claims + 1, claimed_by=self.worker,
@@ -202,59 +246,99 @@ class Appraiser:
         if not claimed:
             return []
         return list(conn.execute(
-            select(appraisals.c.id, appraisals.c.domain_id, appraisals.c.nonce,
-                   appraisals.c.doc, appraisals.c.received_at, domains.c.host_id)
-            .join(domains, domains.c.id == appraisals.c.domain_id)
+            select(*self._COLUMNS).select_from(joined)
             .where(appraisals.c.id.in_(claimed)).order_by(appraisals.c.id)).all())
 
-    def _verifier(self, conn: Connection, host_id: int, digest: str | None) -> Verifier | None:
-        """Verifier for (host key, model); None if the model is not in the registry."""
-        k = (host_id, digest)
-        v = self._verifiers.get(k)
-        if v is not None:
-            self._verifiers.move_to_end(k)
-            return v
-        h = conn.execute(select(hosts.c.tma_key, hosts.c.tpm_ak, hosts.c.name)
-                         .where(hosts.c.id == host_id)).one()
-        model = EMPTY_MODEL
-        if digest is not None:
-            m = conn.execute(select(models.c.body, models.c.version, workloads.c.name,
-                                    workloads.c.signing_key)
-                             .join(workloads, workloads.c.id == models.c.workload_id)
-                             .where(models.c.digest == digest)).first()
-            if m is None:
-                return None
-            model = parse_model(m.body.encode(), source=f"{m.name} v{m.version}",
-                                key_pem=m.signing_key.encode())
-            self._versions[digest] = f"{m.name} v{m.version}"
-        key = parse_public_key(h.tma_key.encode(), f"host {h.name}")
-        ak = load_ak(h.tpm_ak.encode(), f"host {h.name} AK") if h.tpm_ak else None
-        v = Verifier(key, model, ak=ak)
-        self._verifiers[k] = v
-        if len(self._verifiers) > 10000:
-            self._verifiers.popitem(last=False)
-        return v
+    # The batch travels as one JSON array (json_to_recordset): one statement, one
+    # parameter, and no per-element quoting of array literals.
+    _FINISH_PG = text(
+        "UPDATE appraisals AS a SET state = 'done', appraised_at = v.appraised_at, "
+        "trusted = v.trusted, result = v.result, checks = v.checks, claims = a.claims + 1, "
+        "claimed_by = :worker, claimed_at = :claimed_at "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS v(aid integer, appraised_at float8, "
+        "trusted boolean, result varchar, checks text) WHERE a.id = v.aid")
 
-    def _appraise(self, conn: Connection, host_id: int, doc: dict[str, Any],
-                  nonce: str) -> Outcome:
+    def _finish(self, conn: Connection, done: list[dict[str, Any]]) -> None:
+        """Store the results and mark the batch done: one statement on PostgreSQL."""
+        if self.postgres:
+            conn.execute(self._FINISH_PG, {"worker": self.worker, "claimed_at": time.time(),
+                                           "rows": json.dumps(done)})
+            return
+        conn.execute(update(appraisals).where(appraisals.c.id == bindparam("aid"))
+                     .values(state="done", appraised_at=bindparam("appraised_at"),
+                             trusted=bindparam("trusted"), result=bindparam("result"),
+                             checks=bindparam("checks")), done)
+
+    def _registered(self, conn: Connection, docs: list[dict[str, Any]]
+                    ) -> dict[str, tuple[ModelLike, object, str] | SemtrustError]:
+        """The batch's models as registered now, parsed: digest -> (model, what names
+        its text and signing key, version label), or why it no longer parses. A model
+        no longer in the registry is absent."""
+        digests = sorted({d for doc in docs if isinstance(d := doc.get("model_digest"), str)})
+        if not digests:
+            return {}
+        out: dict[str, tuple[ModelLike, object, str] | SemtrustError] = {}
+        for m in conn.execute(
+                select(models.c.digest, models.c.version, workloads.c.name,
+                       workloads.c.signing_key)
+                .join(workloads, workloads.c.id == models.c.workload_id)
+                .where(models.c.digest.in_(digests))).all():
+            version = f"{m.name} v{m.version}"
+            try:
+                model = self._model(conn, m.digest, m.signing_key, version)
+            except SemtrustError as exc:
+                out[m.digest] = exc
+                continue
+            out[m.digest] = (model, (m.digest, m.signing_key), version)
+        return out
+
+    def _model(self, conn: Connection, digest: str, signing_key: str,
+               source: str) -> ModelLike:
+        """The registered model ``digest``, parsed once per pinned signing key (its
+        signature is checked with that key; the digest fixes the text)."""
+        def make() -> ModelLike:
+            body = conn.execute(select(models.c.body)
+                                .where(models.c.digest == digest)).scalar_one()
+            return parse_model(body.encode(), source=source, key_pem=signing_key.encode())
+        return self._models.get((digest, signing_key), make)
+
+    def _appraise(self, row: Any, doc: dict[str, Any],
+                  registered: Mapping[str, tuple[ModelLike, object, str] | SemtrustError]
+                  ) -> Outcome:
         md = doc.get("model_digest")
         digest = md if isinstance(md, str) else None
+        version: str | None = None
+        model: ModelLike = EMPTY_MODEL
+        model_key: object = None
+        if digest is not None:
+            reg = registered.get(digest)
+            if reg is None:
+                return Outcome(False, [Check("registry", "FAIL", f"model {digest[:16]}… is "
+                                                                 "not registered with the "
+                                                                 "verifier")], None)
+            if isinstance(reg, SemtrustError):  # a registry entry no longer parses
+                return Outcome(False, [Check("registry", "FAIL", str(reg))], None)
+            model, model_key, version = reg
         try:
-            v = self._verifier(conn, host_id, digest)
-        except SemtrustError as exc:  # a registry entry no longer parses
+            v = self.keys.verifier(row.tma_key, row.tpm_ak, model_key, model,
+                                   f"host {row.host}")
+        except SemtrustError as exc:  # the enrolled key no longer parses
             return Outcome(False, [Check("registry", "FAIL", str(exc))], None)
-        if v is None:
-            return Outcome(False, [Check("registry", "FAIL", f"model {str(md)[:16]}… is not "
-                                                             "registered with the verifier")],
-                           None)
-        checks = v.verify(doc, nonce=bytes.fromhex(nonce))
+        checks = v.verify(doc, nonce=bytes.fromhex(row.nonce),
+                          signature_verified_by=row.intake_key)
         if digest is None:
             # A learning domain has no model to compare state and aggregate with; its
             # replicas are compared instead.
             checks = [Check(c.name, "SKIP", "learning domain: compared with its replicas")
                       if c.name in ("aggregate", "state") else c for c in checks]
-        return Outcome(not any(c.failed for c in checks), checks,
-                       self._versions.get(digest) if digest else None)
+        return Outcome(not any(c.failed for c in checks), checks, version)
+
+    _DOMAINS_PG = text(
+        "UPDATE domains AS d SET " + ", ".join(
+            f"{c} = v.{c}" for c, _ in _DOMAIN_COLS if c not in ("did", "changed_at"))
+        + ", changed_at = coalesce(v.changed_at, d.changed_at) "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS v("
+        + ", ".join(f"{c} {t}" for c, t in _DOMAIN_COLS) + ") WHERE d.id = v.did")
 
     def _set_domains(self, conn: Connection,
                      latest: Mapping[int, tuple[int, float, dict[str, Any], Outcome]]
@@ -284,9 +368,10 @@ class Appraiser:
                                 "status": status, "previous": d.status, "time": now,
                                 "reason": outcome.reason, "model": outcome.model_version,
                                 "forensics": int(doc["forensics"])})
-        if params:
-            cols = ("mode", "model_digest", "base", "state", "forensics", "group_key",
-                    "last_attestation", "last_appraisal_id", "reason", "status")
+        if params and self.postgres:
+            conn.execute(self._DOMAINS_PG, {"rows": json.dumps(params)})
+        elif params:
+            cols = tuple(c for c, _ in _DOMAIN_COLS if c not in ("did", "changed_at"))
             values: dict[str, Any] = {c: bindparam(c) for c in cols}
             values["changed_at"] = func.coalesce(bindparam("changed_at", type_=Float),
                                                  domains.c.changed_at)
@@ -296,27 +381,41 @@ class Appraiser:
 
     # -- replicas and staleness -----------------------------------------------------------
     def compare_replicas(self, keys: Iterable[str]) -> None:
+        """Flag each group's members against its majority state.
+
+        The database counts the states and returns only the members whose flag
+        changes: a group can hold a whole fleet, and reading all its rows every
+        second would cost more than appraising the documents that touched it.
+        """
+        state = func.coalesce(domains.c.state, "")
         for key in sorted(keys):
             changes = []
             with self.engine.begin() as conn:
+                member = and_(domains.c.group_key == key, domains.c.status != "stale")
+                counts = {str(st): int(n) for st, n in conn.execute(
+                    select(state, func.count()).where(member).group_by(state)).all()}
+                flag: Any = _flag_expression(counts, state)
                 rows = conn.execute(
-                    select(domains.c.id, domains.c.name, domains.c.state, domains.c.replica,
-                           hosts.c.name.label("host"))
+                    select(domains.c.id, domains.c.name, domains.c.replica,
+                           flag.label("flag"), hosts.c.name.label("host"))
                     .join(hosts, hosts.c.id == domains.c.host_id)
-                    .where(domains.c.group_key == key, domains.c.status != "stale")
+                    .where(member, domains.c.replica != flag)
                     .order_by(domains.c.id)).all()
-                flags = replica_flags({r.id: r.state for r in rows})
+                # One UPDATE per kind of change (a new group flags all its members at once);
+                # a member whose flag moved meanwhile is left to the next comparison.
+                moves: dict[tuple[str, str], list[Any]] = {}
                 for r in rows:
-                    flag = flags[r.id]
-                    if flag == r.replica:
+                    moves.setdefault((r.replica, r.flag), []).append(r)
+                for (previous, flag), members in sorted(moves.items()):
+                    changed = set(conn.execute(
+                        update(domains).where(domains.c.id.in_([r.id for r in members]),
+                                              domains.c.replica == previous)
+                        .values(replica=flag).returning(domains.c.id)).scalars())
+                    if flag != "odd" and previous != "odd":
                         continue
-                    n = conn.execute(update(domains).where(domains.c.id == r.id,
-                                                           domains.c.replica == r.replica)
-                                     .values(replica=flag)).rowcount
-                    if n == 1 and (flag == "odd" or r.replica == "odd"):
-                        changes.append({"type": "replica", "host": r.host, "domain": r.name,
-                                        "replica": flag, "previous": r.replica,
-                                        "group": key, "time": time.time()})
+                    changes += [{"type": "replica", "host": r.host, "domain": r.name,
+                                 "replica": flag, "previous": previous, "group": key,
+                                 "time": time.time()} for r in members if r.id in changed]
             for change in changes:
                 self.emit(change)
 

@@ -102,7 +102,8 @@ appraisals = Table(
     Column("nonce", String(128), nullable=False),
     Column("doc", Text, nullable=False),
     Column("received_at", Float, nullable=False),
-    Column("state", String(8), nullable=False),  # queued, claimed, done
+    # queued, then done (SQLite: claimed, but only inside the appraising transaction)
+    Column("state", String(8), nullable=False),
     Column("claims", Integer, nullable=False),
     Column("claimed_by", String(64), nullable=True),
     Column("claimed_at", Float, nullable=True),
@@ -110,7 +111,10 @@ appraisals = Table(
     Column("checks", Text, nullable=True),
     Column("appraised_at", Float, nullable=True),
     Column("trusted", Boolean, nullable=True),
-    Index("ix_appraisals_state", "state", "id"),
+    # key_id of the enrolled host key the document's signature verified under at intake
+    Column("intake_key", String(64), nullable=True),
+    Index("ix_appraisals_queued", "id", postgresql_where=text("state = 'queued'"),
+          sqlite_where=text("state = 'queued'")),
     Index("ix_appraisals_domain", "domain_id", "id"),
 )
 

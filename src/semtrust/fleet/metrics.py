@@ -38,7 +38,7 @@ class _FleetCollector(Collector):
                 counts: dict[str, int] = dict(conn.execute(select(domains.c.status, func.count())
                                            .group_by(domains.c.status)).all())
                 waiting = conn.execute(select(func.count()).select_from(appraisals)
-                                       .where(appraisals.c.state != "done")).scalar_one()
+                                       .where(appraisals.c.state == "queued")).scalar_one()
         except DBAPIError:
             return
         for s in STATUSES:
