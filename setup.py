@@ -4,6 +4,10 @@
 one call (see ``semtrust.model.digest``). It needs a C compiler, the Python
 headers and libssl-dev. It is optional: without it the package installs and
 hashes through hashlib, which makes replays about a third slower.
+
+``semtrust.orchestrator._decide`` answers known-point open decisions without
+Python (see its docstring). Also optional: without it every decision takes the
+Python path, with the same answers.
 """
 
 from setuptools import Extension, setup
@@ -15,6 +19,11 @@ setup(
             sources=["src/semtrust/model/_sha256.c"],
             libraries=["crypto"],
             optional=True,
-        )
+        ),
+        Extension(
+            "semtrust.orchestrator._decide",
+            sources=["src/semtrust/orchestrator/_decide.c"],
+            optional=True,
+        ),
     ]
 )

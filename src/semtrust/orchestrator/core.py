@@ -36,6 +36,7 @@ from semtrust.sensors.seccomp import SYSCALLS, Listener, Notification, SeccompEr
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
+    from semtrust.orchestrator.native import NativeDecisions
 
 O_ACCMODE = 0o3
 O_CREAT = 0o100
@@ -136,6 +137,14 @@ class MediatorCore:
         self._desc: dict[tuple[object, ...], FileDesc] = {}
         self._pseudonym_epoch = -1
         self.handlers: dict[int, Callable[[Ctx], None]] = {}
+        # The native decision path, when the serve loop runs one (see native.py), and
+        # what it learns from: the last coefficient decided and whether the last
+        # description was of a plain object (not created, not procfs).
+        self.native: NativeDecisions | None = None
+        self.last_co = b""
+        self.last_plain = False
+        self.last_link = b""
+        self.last_st: os.stat_result | None = None
 
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
         return True
@@ -146,6 +155,10 @@ class MediatorCore:
     # ------------------------------------------------------------------ entry
     def handle(self, n: Notification) -> None:
         """Decide one notification; always answers it (fail closed when enforcing)."""
+        native = self.native
+        if native is not None:
+            native.unregister(n.pid)  # this call may change what the thread is
+        proc: Process | None = None
         try:
             try:
                 proc, st = self.d.tasks.thread(n.pid)
@@ -188,6 +201,13 @@ class MediatorCore:
                 self.lst.deny(n.id, errno.EPERM)
             else:
                 self.lst.allow(n.id)
+        finally:
+            if native is not None and proc is not None and (
+                    proc.untrusted or proc.exec_check is not None
+                    or proc.map_check is not None):
+                # Checks pending for a process (any of its threads): none is answered
+                # natively until Python has made them.
+                native.forget_threads()
 
     def fault(self, n: Notification, reason: str) -> None:
         self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})
@@ -341,6 +361,7 @@ class MediatorCore:
                 fast[fkey] = (p.coe, p.cell, co)
             if ev is None and tma.is_valid(co) is None:
                 ev = self._full(c, p)  # a new point: keep its description
+            self.last_co = co
             if self.d.model_event(c.proc, ev, co):
                 deny = True
         return deny

@@ -500,6 +500,7 @@ class Resolver(MediatorCore):
             st = os.fstat(fd)
         except OSError as exc:
             raise Unmodelable(f"cannot name the file: {exc.strerror}") from None
+        self.last_link = os.fsencode(p)  # the name the description is made from
         if stat.S_ISCHR(st.st_mode) and st.st_rdev in _STALLING_DEVICES:
             # A filesystem or device the workload would serve itself: our opens, hashing
             # and reads of its memory could then wait on it forever.

@@ -108,7 +108,11 @@ class FileHandlers(Describer):
                 return
         finally:
             os.close(fd)
-        self.finish(c, [self.event(c, "file_open", self.file_cell(desc))])
+        if self.decide(c, [self.event(c, "file_open", self.file_cell(desc))]):
+            self.lst.deny(c.n.id, errno.EPERM)
+            return
+        if self.lst.allow(c.n.id) and self.native is not None and not self.d.enforcing:
+            self.native.learn(c, flags)
 
     def _open_emulated(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                        resolve: int, creating: bool) -> None:
@@ -158,6 +162,8 @@ class FileHandlers(Describer):
                 if exc.errno == errno.ENOENT:
                     return  # task gone
                 raise
+            if self.native is not None and not created:
+                self.native.learn(c, flags)
         finally:
             if fd >= 0:
                 os.close(fd)
