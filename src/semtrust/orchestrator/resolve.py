@@ -113,6 +113,8 @@ class Resolver(MediatorCore):
     """Paths and descriptors resolved as the task sees them (its root, cwd and fds)."""
 
     _protected_symlinks = _protected_symlinks()
+    #: (tid, dirfd, path, root fd, start fd) opened ahead by ``_hold_bases``.
+    _held: tuple[int, int, bytes, int, int] | None = None
 
     # ---------------------------------------------------------------- public
     def _open_in_task(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
@@ -159,8 +161,36 @@ class Resolver(MediatorCore):
                     os.close(fd)
 
     # -------------------------------------------------------------- resolution
+    def _hold_bases(self, c: Ctx, dirfd: int, path: bytes) -> None:
+        """Open the task's root and start directory now, with our own credentials.
+
+        ``/proc/TID/root``, ``cwd`` and ``fd/N`` need ptrace access to the task, which a
+        task that changed its credentials (non-dumpable) does not give its own uid: they
+        are opened before the credentials are switched for an emulated open, and the
+        resolutions made under the task's credentials start from copies of them.
+        """
+        self._release_bases()
+        if not path:
+            return
+        root, start = self._bases(c, dirfd, path)
+        self._held = (c.tid, dirfd, path, root, start)
+
+    def _release_bases(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            os.close(held[3])
+            os.close(held[4])
+
     def _bases(self, c: Ctx, dirfd: int, path: bytes) -> tuple[int, int]:
         """(root fd, start fd) of a resolution, both O_PATH and owned by the caller."""
+        held = self._held
+        if held is not None and held[:3] == (c.tid, dirfd, path):
+            root = os.dup(held[3])
+            try:
+                return root, os.dup(held[4])
+            except BaseException:
+                os.close(root)
+                raise
         try:
             root = os.open(f"/proc/{c.tid}/root", _O_PATH)
         except OSError as exc:

@@ -128,7 +128,10 @@ class FileHandlers(Describer):
         created = False
         fd = -1
         try:
-            with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
+            switch = self.creds.needed(c.st)
+            if switch:
+                self._hold_bases(c, dirfd, path)
+            with self.creds.as_task(c.st) if switch else _NOOP:
                 if tmpfile:
                     fd = self._open_in_task(c, dirfd, path, flags | O_NOCTTY | O_CLOEXEC,
                                             mode & ~c.st.umask, res)
@@ -137,11 +140,14 @@ class FileHandlers(Describer):
                     fd, created = self._open_via_path_fd(c, dirfd, path, flags, mode, res,
                                                          creating)
         except _Observe:
+            self._release_bases()
             self._open_observed(c, dirfd, path, flags, resolve)
             return
         except OSError as exc:
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
+        finally:
+            self._release_bases()
         try:
             st = os.fstat(fd)
             if created:
