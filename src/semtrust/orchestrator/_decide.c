@@ -695,9 +695,53 @@ static PyTypeObject FastType = {
     .tp_doc = "Known-point decisions answered natively (see the module docstring).",
 };
 
+static PyObject *
+serve_continue(PyObject *module, PyObject *arg)
+{
+    /* The floor of supervision, for benchmarks: answer every notification on the
+     * listener with CONTINUE until no task uses the filter; returns how many. */
+    int lfd = (int)PyLong_AsLong(arg);
+    if (lfd == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long count = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct pollfd p = {lfd, POLLIN, 0};
+    for (;;) {
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        if (!(p.revents & POLLIN))
+            break;  /* hung up: the supervised tasks are gone */
+        struct seccomp_notif n;
+        memset(&n, 0, sizeof(n));
+        if (ioctl(lfd, SECCOMP_IOCTL_NOTIF_RECV, &n) != 0)
+            continue;
+        struct seccomp_notif_resp r = {.id = n.id, .val = 0, .error = 0,
+                                       .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+        if (ioctl(lfd, SECCOMP_IOCTL_NOTIF_SEND, &r) == 0)
+            count++;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromUnsignedLongLong(count);
+}
+
+static PyMethodDef module_methods[] = {
+    {"serve_continue", (PyCFunction)serve_continue, METH_O,
+     "answer every notification with CONTINUE (the benchmark's floor)"},
+    {NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_decide",
-    "Known-point open decisions answered without Python.", -1, NULL,
+    "Known-point open decisions answered without Python.", -1, module_methods,
 };
 
 PyMODINIT_FUNC
