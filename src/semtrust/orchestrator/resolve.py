@@ -46,6 +46,7 @@ NS_GET_PARENT = 0xB702
 _MAX_CLIMB = 16
 _O_PATH = os.O_PATH | os.O_CLOEXEC
 _STEP = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+_MISSING = -2  # _lookup_fast: the last component is missing and its parent is needed
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.readlinkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -238,6 +239,10 @@ class Resolver(MediatorCore):
             fast = self._lookup_fast(c, root, start, path, follow, resolve, need_parent)
             if fast >= 0:
                 return -1, b"", fast
+            if fast == _MISSING:
+                pdir = self._parent_fast(root, start, path, resolve)
+                if pdir >= 0:
+                    return pdir, path.rpartition(b"/")[2], -1
             w = _Walk(root, resolve)
             return self._walk(c, w, start, path, follow, need_parent)
         finally:
@@ -259,8 +264,10 @@ class Resolver(MediatorCore):
         try:
             fd = openat2(base, path, _O_PATH | (0 if follow else os.O_NOFOLLOW), 0, res)
         except OSError as exc:
-            if exc.errno == errno.ELOOP or (exc.errno == errno.ENOENT and need_parent):
-                return -1  # a symlink on the way, or the parent is needed
+            if exc.errno == errno.ENOENT and need_parent:
+                return _MISSING  # the parent is needed (maybe in one step too)
+            if exc.errno == errno.ELOOP:
+                return -1  # a symlink on the way
             raise
         try:
             if self._on_proc(fd, os.fstat(fd)):
@@ -270,6 +277,35 @@ class Resolver(MediatorCore):
             os.close(fd)
             raise
         return fd
+
+    def _parent_fast(self, root: int, start: int, path: bytes, resolve: int) -> int:
+        """The directory a missing last component would be created in, resolved in one
+        kernel step like ``_lookup_fast``; -1 when the walk must decide (a symlink or
+        procfs on the way, a name like '.', or anything unexpected)."""
+        parent, _, name = path.rpartition(b"/")
+        if not name or name in (b".", b".."):
+            return -1
+        res = _STEP | (resolve & (RESOLVE_NO_XDEV | RESOLVE_BENEATH | RESOLVE_IN_ROOT))
+        base = start
+        if path.startswith(b"/"):
+            base, res = root, res | RESOLVE_IN_ROOT
+            parent = parent or b"/"
+        try:
+            pdir = openat2(base, parent or b".", _O_PATH | os.O_DIRECTORY, 0, res)
+        except OSError:
+            return -1
+        try:
+            if self._on_proc(pdir, os.fstat(pdir)):
+                raise OSError(errno.EAGAIN, "procfs: walk it")
+            try:
+                os.close(openat2(pdir, name, _O_PATH | os.O_NOFOLLOW, 0,
+                                 _STEP | (resolve & RESOLVE_NO_XDEV)))
+            except FileNotFoundError:
+                return pdir  # still missing: create it there
+            raise OSError(errno.EEXIST, "appeared meanwhile: walk it")
+        except OSError:
+            os.close(pdir)
+            return -1
 
     def _walk(self, c: Ctx, w: _Walk, start: int, path: bytes, follow: bool,
               need_parent: bool) -> tuple[int, bytes, int]:
