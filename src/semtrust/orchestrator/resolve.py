@@ -341,6 +341,9 @@ class Resolver(MediatorCore):
                     if last and need_parent:
                         result = (cur, comp, -1)
                         break
+                    if need_parent and not any(comps):
+                        # "missing/": O_CREAT makes no directory (the kernel says EISDIR)
+                        raise IsADirectoryError(errno.EISDIR, "is a directory") from None
                     raise
                 nst = os.fstat(nxt)
                 if stat.S_ISLNK(nst.st_mode) and (follow or not last):

@@ -177,11 +177,13 @@ class FileHandlers(Describer):
     def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                           res: int, creating: bool) -> tuple[int, bool]:
         """(fd, created) for a non-O_TMPFILE emulated open; raises OSError like the kernel."""
+        # O_CREAT|O_EXCL never follows a symlink in the last place (it "exists").
+        nofollow = O_NOFOLLOW if creating and flags & O_EXCL else flags & O_NOFOLLOW
         for _attempt in range(3):
             try:
                 pfd = self._open_in_task(c, dirfd, path,
-                                         os.O_PATH | os.O_CLOEXEC
-                                         | (flags & (O_NOFOLLOW | O_DIRECTORY)), 0, res)
+                                         os.O_PATH | os.O_CLOEXEC | nofollow
+                                         | (flags & O_DIRECTORY), 0, res)
             except FileNotFoundError:
                 if not creating:
                     raise
