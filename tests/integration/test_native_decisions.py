@@ -40,6 +40,7 @@ WORKLOAD = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static void try_open(int dirfd, const char *path, int flags) {
@@ -69,6 +70,20 @@ int main(int argc, char **argv) {
         try_open(AT_FDCWD, "/etc", O_RDONLY | O_DIRECTORY);
         try_open(AT_FDCWD, file, O_RDONLY);
         if (chdir("/etc") == 0) try_open(AT_FDCWD, "hostname", O_RDONLY);
+        try_open(AT_FDCWD, "/etc/no-such-file", O_RDONLY);      /* ENOENT */
+        try_open(AT_FDCWD, "/etc/hostname/below", O_RDONLY);    /* ENOTDIR */
+    }
+    if (strcmp(mode, "plain") == 0 || strcmp(mode, "extra") == 0) {
+        /* Another process of the same identity shares the decisions. */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (int r = 0; r < rounds; r++) try_open(AT_FDCWD, "/etc/hostname", O_RDONLY);
+            fflush(stdout);
+            _exit(0);
+        }
+        int status;
+        waitpid(pid, &status, 0);
     }
     if (strcmp(mode, "extra") == 0) {
         /* Outside the model: the process is untrusted from then on, and its known

@@ -19,6 +19,10 @@
  *   checked again and injected (SECCOMP_IOCTL_NOTIF_ADDFD); learning, the call
  *   continues.
  *
+ * A name that does not resolve (ENOENT, ENOTDIR in that one step) fails the call
+ * with the kernel's error, as Python's one-step lookup does (no event: nothing was
+ * opened).
+ *
  * An entry is a fact Python established: "for this task identity and COE
  * (the token), the object in this state, opened with these flags and named so,
  * is a valid point of the model". Whatever is not certain here -- another
@@ -99,6 +103,7 @@ typedef struct {
     int emulate;
     uint64_t answered;   /* decisions answered here */
     uint64_t handed;     /* notifications handed to Python */
+    uint64_t why[8];     /* why they were: see Fast_get_handed */
     entry_t *entries;
     uint32_t *used;      /* indices of the occupied entries (clearing costs what is held) */
     Py_ssize_t nentries;
@@ -294,6 +299,13 @@ open_proc(pid_t tid, const char *what)
 }
 
 static int
+send_error(Fast *f, uint64_t id, int err)
+{
+    struct seccomp_notif_resp r = {.id = id, .val = 0, .error = -err, .flags = 0};
+    return ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_SEND, &r);
+}
+
+static int
 send_continue(Fast *f, uint64_t id)
 {
     struct seccomp_notif_resp r = {.id = id, .val = 0, .error = 0,
@@ -311,8 +323,10 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
     int dirfd;
     uint64_t paddr;
     uint32_t flags;
-    if (n->data.arch != AUDIT_ARCH_X86_64 || f->entries == NULL || f->nentries == 0)
+    if (n->data.arch != AUDIT_ARCH_X86_64 || f->entries == NULL || f->nentries == 0) {
+        f->why[0]++;
         return 0;
+    }
     if (nr == NR_OPEN) {
         dirfd = AT_FDCWD_;
         paddr = n->data.args[0];
@@ -322,18 +336,25 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
         paddr = n->data.args[1];
         flags = (uint32_t)n->data.args[2];
     } else {
+        f->why[0]++;
         return 0;
     }
     pid_t tid = (pid_t)n->pid;
     thread_t *t = thread_slot(f, tid, 0);
-    if (t == NULL || t->token == 0)
+    if (t == NULL || t->token == 0) {
+        f->why[1]++;
         return 0;
+    }
     flags &= VALID_FLAGS;
-    if (flags & (O_CREAT | TMPFILE_BIT | O_PATH | O_TRUNC))
+    if (flags & (O_CREAT | TMPFILE_BIT | O_PATH | O_TRUNC)) {
+        f->why[2]++;
         return 0;
+    }
     char path[PATH_MAX_ + 1];
-    if (read_path(tid, paddr, path) != 0 || path[0] == 0 || strstr(path, "..") != NULL)
+    if (read_path(tid, paddr, path) != 0 || path[0] == 0 || strstr(path, "..") != NULL) {
+        f->why[3]++;
         return 0;
+    }
     if (!f->emulate && ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &n->id) != 0)
         return 0;  /* what we read may not be the task's: Python sorts it out */
     int base, res = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
@@ -354,9 +375,24 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
     struct open_how how = {.flags = O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW), .mode = 0,
                            .resolve = (uint64_t)res};
     int obj = (int)syscall(SYS_openat2, base, path, &how, sizeof(how));
+    int err = errno;
     close(base);
-    if (obj < 0)
-        return 0;
+    if (obj < 0) {
+        /* A name that is not there (a search path probed): Python's one-step lookup
+         * fails the call with the kernel's error and models nothing; so does this. Any
+         * other error (a symlink on the way: ELOOP) is Python's. */
+        if (err != ENOENT && err != ENOTDIR) {
+            f->why[4]++;
+            return 0;
+        }
+        int64_t t1 = now_ns();
+        if (send_error(f, n->id, err) != 0 && errno != ENOENT)
+            return 0;
+        f->answered++;
+        if (f->nlat < MAX_LAT)
+            f->lat[f->nlat++] = t1 - t0;
+        return 1;
+    }
     int fd = -1, done = 0;
     struct stat st;
     char self[48], link[LINK_MAX_];
@@ -378,8 +414,10 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
     ident_of(&st, &id);
     uint32_t kflags = (flags | LARGEFILE) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC);
     const entry_t *e = find_entry(f, t->token, kflags, &id, link, (size_t)ll);
-    if (e == NULL)
+    if (e == NULL) {
+        f->why[6]++;
         goto out;
+    }
     int64_t t1;
     if (f->emulate) {
         int rflags = (int)((flags | O_NOCTTY | O_CLOEXEC) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOFOLLOW));
@@ -405,12 +443,14 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
             goto out;
     }
     done = 1;
+    f->why[7]--;  /* not handed after all (see out:) */
     f->answered++;
     if (e->slot < (uint32_t)f->nhits && f->hits[e->slot]++ == 0)
         f->dirty[f->ndirty++] = e->slot;
     if (f->nlat < MAX_LAT)
         f->lat[f->nlat++] = t1 - t0;
 out:
+    f->why[7]++;  /* object-level reasons (type, procfs, name, open): not counted above */
     if (fd >= 0)
         close(fd);
     close(obj);
@@ -662,6 +702,18 @@ Fast_get_answered(Fast *self, void *c)
 }
 
 static PyObject *
+Fast_get_handed(Fast *self, void *c)
+{
+    /* (total, other call or no entries, thread not registered, flags, path, resolution,
+     * -, no entry for the object, object-level) -- for profiling the native path. */
+    return Py_BuildValue("(KKKKKKKKK)", (unsigned long long)self->handed,
+                         (unsigned long long)self->why[0], (unsigned long long)self->why[1],
+                         (unsigned long long)self->why[2], (unsigned long long)self->why[3],
+                         (unsigned long long)self->why[4], (unsigned long long)self->why[5],
+                         (unsigned long long)self->why[6], (unsigned long long)self->why[7]);
+}
+
+static PyObject *
 Fast_get_entries(Fast *self, void *c)
 {
     return PyLong_FromSsize_t(self->nentries);
@@ -672,6 +724,7 @@ static PyGetSetDef Fast_getset[] = {
      "enforcing: open the object and inject it (else the call continues)", NULL},
     {"answered", (getter)Fast_get_answered, NULL, "decisions answered here", NULL},
     {"entries", (getter)Fast_get_entries, NULL, "known decisions held", NULL},
+    {"handed", (getter)Fast_get_handed, NULL, "notifications handed to Python, by reason", NULL},
     {NULL},
 };
 

@@ -63,6 +63,8 @@ CAP_SETUID = 7
 CAP_SETGID = 6
 
 _NR = SYSCALLS
+_KEEPS_THREAD = frozenset(SYSCALLS[n] for n in ("open", "openat", "openat2", "creat", "mmap",
+                                                 "mprotect", "pkey_mprotect"))
 
 
 MAX_COEF_CACHE = 1 << 16
@@ -156,8 +158,11 @@ class MediatorCore:
     def handle(self, n: Notification) -> None:
         """Decide one notification; always answers it (fail closed when enforcing)."""
         native = self.native
-        if native is not None:
-            native.unregister(n.pid)  # this call may change what the thread is
+        if native is not None and n.nr not in _KEEPS_THREAD:
+            # This call may change what the thread is. (Whatever changes tasks also bumps
+            # the task table's generation, and pending exec or mapping checks are looked
+            # at below; opens and mappings change nothing else of the thread.)
+            native.unregister(n.pid)
         proc: Process | None = None
         try:
             try:
@@ -207,7 +212,7 @@ class MediatorCore:
                     or proc.map_check is not None):
                 # Checks pending for a process (any of its threads): none is answered
                 # natively until Python has made them.
-                native.forget_threads()
+                native.forget_process(proc.tgid)
 
     def fault(self, n: Notification, reason: str) -> None:
         self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})

@@ -92,8 +92,13 @@ class NativeDecisions:
         """Python handles a call of ``tid``: it may change what the thread is."""
         self.fp.forget_thread(tid)
 
-    def forget_threads(self) -> None:
-        self.fp.forget_threads()
+    def forget_process(self, tgid: int) -> None:
+        """No thread of process ``tgid`` is answered natively until registered again."""
+        fp = self.fp
+        fp.forget_thread(tgid)
+        for tid, ent in list(self.med.d.tasks.threads.items()):
+            if ent[0] == tgid:
+                fp.forget_thread(tid)
 
     def learn(self, c: Ctx, flags: int) -> None:
         """Python just allowed an open: record it if it is a plain object's valid point.
@@ -104,11 +109,17 @@ class NativeDecisions:
         med = self.med
         proc = c.proc
         st, link, co = med.last_st, med.last_link, med.last_co
-        if (not med.last_plain or st is None or not link or proc.untrusted
+        if (not med.last_plain or st is None or not link or link.startswith(b"/proc/")
+                or proc.untrusted
                 or proc.exec_check is not None or proc.map_check is not None
                 or med.creds.needed(c.st) or med.d.tma.is_valid(co) is not True):
             return
-        tkey = (proc.task_id, c.st.coe, proc.root)
+        # The root only matters for the name: a task root named through procfs
+        # ("/proc/TGID/root", every task in the workload's own mount namespace) strips
+        # nothing from a name that does not start with "/proc/", so processes of one
+        # identity share their decisions.
+        root = "/proc/PID/root" if proc.root.startswith("/proc/") else proc.root
+        tkey = (proc.task_id, c.st.coe, root)
         token = self._tokens.get(tkey)
         if token is None:
             if len(self._tokens) >= MAX_TOKENS:
