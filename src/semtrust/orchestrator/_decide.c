@@ -69,6 +69,7 @@
 #define THREAD_SLOTS 4096
 #define DEV_SLOTS 256
 #define MAX_LAT 65536
+#define PATH_SLOTS (1 << 16)
 
 typedef struct {
     uint64_t dev, ino, mode, uid, gid;
@@ -110,6 +111,12 @@ typedef struct {
     thread_t threads[THREAD_SLOTS];
     Py_ssize_t nthreads;
     devmagic_t devs[DEV_SLOTS];
+    /* Hashes of the paths Python decided (allowed or not found): a path never seen
+     * there is handed over at once, without resolving it here first (a first-seen
+     * file would otherwise be resolved twice). Only a filter: a hit still needs the
+     * object's entry. */
+    uint64_t paths[PATH_SLOTS];
+    Py_ssize_t npaths;
     uint32_t *hits;      /* per slot, drained by Python */
     uint32_t *dirty;     /* slots whose count went up since the last drain */
     Py_ssize_t nhits, ndirty;
@@ -187,6 +194,39 @@ clear_entries(Fast *f)
         e->hash = 0;
     }
     f->nentries = 0;
+}
+
+static uint64_t
+path_hash(const char *p, size_t len)
+{
+    uint64_t h = 0xCBF29CE484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001B3ULL;
+    h = mix(h, len);
+    return h ? h : 1;
+}
+
+static int
+path_seen(Fast *f, uint64_t h, int insert)
+{
+    uint32_t i = (uint32_t)h & (PATH_SLOTS - 1);
+    for (;;) {
+        if (f->paths[i] == h)
+            return 1;
+        if (f->paths[i] == 0) {
+            if (!insert)
+                return 0;
+            if (f->npaths >= PATH_SLOTS / 2) {
+                memset(f->paths, 0, sizeof(f->paths));
+                f->npaths = 0;
+                return path_seen(f, h, 1);
+            }
+            f->paths[i] = h;
+            f->npaths++;
+            return 1;
+        }
+        i = (i + 1) & (PATH_SLOTS - 1);
+    }
 }
 
 static void
@@ -351,7 +391,8 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
         return 0;
     }
     char path[PATH_MAX_ + 1];
-    if (read_path(tid, paddr, path) != 0 || path[0] == 0 || strstr(path, "..") != NULL) {
+    if (read_path(tid, paddr, path) != 0 || path[0] == 0 || strstr(path, "..") != NULL
+            || !path_seen(f, path_hash(path, strlen(path)), 0)) {
         f->why[3]++;
         return 0;
     }
@@ -479,6 +520,8 @@ Fast_init(Fast *self, PyObject *args, PyObject *kw)
     clear_entries(self);
     clear_threads(self);
     memset(self->devs, 0, sizeof(self->devs));
+    memset(self->paths, 0, sizeof(self->paths));
+    self->npaths = 0;
     return 0;
 }
 
@@ -650,6 +693,17 @@ Fast_learn(Fast *self, PyObject *args)
 }
 
 static PyObject *
+Fast_note_path(Fast *self, PyObject *arg)
+{
+    char *p;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(arg, &p, &len) < 0)
+        return NULL;
+    path_seen(self, path_hash(p, (size_t)len), 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 Fast_drain(Fast *self, PyObject *unused)
 {
     /* (latencies in ns as bytes of int64, [(slot, hits)...]) since the last drain. */
@@ -736,6 +790,7 @@ static PyMethodDef Fast_methods[] = {
     {"clear", (PyCFunction)Fast_clear, METH_NOARGS, "forget every decision and thread"},
     {"learn", (PyCFunction)Fast_learn, METH_VARARGS, "record one of Python's decisions"},
     {"drain", (PyCFunction)Fast_drain, METH_NOARGS, "latencies and point counts"},
+    {"note_path", (PyCFunction)Fast_note_path, METH_O, "a path Python decided"},
     {NULL},
 };
 

@@ -100,6 +100,10 @@ class NativeDecisions:
             if ent[0] == tgid:
                 fp.forget_thread(tid)
 
+    def note_path(self, path: bytes) -> None:
+        """Python decided an open of ``path``: the native path may try it next time."""
+        self.fp.note_path(path)
+
     def learn(self, c: Ctx, flags: int) -> None:
         """Python just allowed an open: record it if it is a plain object's valid point.
 

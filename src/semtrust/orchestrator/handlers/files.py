@@ -81,6 +81,8 @@ class FileHandlers(Describer):
             return
         creating = bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
         emulate = (self.d.enforcing or creating) and not flags & O_PATH
+        if self.native is not None:
+            self.native.note_path(path)
         if creating or not emulate:
             # What we read must still be the notifying task's. (A plain emulated open needs
             # no check: ADDFD itself fails if the notification is no longer valid.)
