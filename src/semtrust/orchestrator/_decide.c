@@ -699,8 +699,11 @@ Fast_note_path(Fast *self, PyObject *arg)
     Py_ssize_t len;
     if (PyBytes_AsStringAndSize(arg, &p, &len) < 0)
         return NULL;
-    path_seen(self, path_hash(p, (size_t)len), 1);
-    Py_RETURN_NONE;
+    uint64_t h = path_hash(p, (size_t)len);
+    if (path_seen(self, h, 0))
+        Py_RETURN_TRUE;
+    path_seen(self, h, 1);
+    Py_RETURN_FALSE;
 }
 
 static PyObject *

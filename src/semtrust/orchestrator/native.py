@@ -62,6 +62,7 @@ class NativeDecisions:
         self._state = (-1, -1)
         self._tasks_gen = -1
         self._answered = 0
+        self.repeated = False  # the open being decided names a path decided before
         self._objects: set[tuple[int, int]] = set()
         med.created.on_add = self._created
 
@@ -101,8 +102,12 @@ class NativeDecisions:
                 fp.forget_thread(tid)
 
     def note_path(self, path: bytes) -> None:
-        """Python decided an open of ``path``: the native path may try it next time."""
-        self.fp.note_path(path)
+        """Python decides an open of ``path``: the native path may try it next time.
+
+        A path opened for the first time is not recorded (most are opened once: a
+        tree being archived or compiled); from the second time on it is.
+        """
+        self.repeated = self.fp.note_path(path)
 
     def learn(self, c: Ctx, flags: int) -> None:
         """Python just allowed an open: record it if it is a plain object's valid point.
@@ -113,7 +118,7 @@ class NativeDecisions:
         med = self.med
         proc = c.proc
         st, link, co = med.last_st, med.last_link, med.last_co
-        if (not med.last_plain or st is None or not link or link.startswith(b"/proc/")
+        if (not self.repeated or not med.last_plain or st is None or not link or link.startswith(b"/proc/")
                 or proc.untrusted
                 or proc.exec_check is not None or proc.map_check is not None
                 or med.creds.needed(c.st) or med.d.tma.is_valid(co) is not True):
