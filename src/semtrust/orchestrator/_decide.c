@@ -357,7 +357,7 @@ send_continue(Fast *f, uint64_t id)
  * side effect happens before the decision is known to be Python's (the open through
  * the O_PATH descriptor comes after the lookup). */
 static int
-try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
+try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *have_path)
 {
     int nr = n->data.nr;
     int dirfd;
@@ -390,8 +390,12 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0)
         f->why[2]++;
         return 0;
     }
-    char path[PATH_MAX_ + 1];
-    if (read_path(tid, paddr, path) != 0 || path[0] == 0 || strstr(path, "..") != NULL
+    if (read_path(tid, paddr, path) != 0) {
+        f->why[3]++;
+        return 0;
+    }
+    *have_path = 1;  /* handed over with the notification: Python need not read it */
+    if (path[0] == 0 || strstr(path, "..") != NULL
             || !path_seen(f, path_hash(path, strlen(path)), 0)) {
         f->why[3]++;
         return 0;
@@ -540,7 +544,7 @@ static PyObject *
 Fast_run(Fast *self, PyObject *arg)
 {
     /* Answer what can be answered here until a notification needs Python (returned
-     * as a tuple), the wakeup descriptor is readable (1), the listener hung up (2),
+     * as a tuple, with the path argument of an open when it was read here), the wakeup descriptor is readable (1), the listener hung up (2),
      * nothing came within the timeout or a signal arrived (0). */
     int timeout = (int)PyLong_AsLong(arg);
     if (timeout == -1 && PyErr_Occurred())
@@ -577,17 +581,27 @@ Fast_run(Fast *self, PyObject *arg)
                 return PyErr_SetFromErrno(PyExc_OSError);
             }
             int64_t t0 = now_ns();
-            if (try_fast(self, &n, t0))
+            char path[PATH_MAX_ + 1];
+            int have_path = 0;
+            if (try_fast(self, &n, t0, path, &have_path))
                 continue;
             self->handed++;
-            return Py_BuildValue("(KIiI(KKKKKK)L)", (unsigned long long)n.id, n.pid,
+            PyObject *pobj;
+            if (have_path) {
+                pobj = PyBytes_FromString(path);
+                if (pobj == NULL)
+                    return NULL;
+            } else {
+                pobj = Py_NewRef(Py_None);
+            }
+            return Py_BuildValue("(KIiI(KKKKKK)LN)", (unsigned long long)n.id, n.pid,
                                  n.data.nr, n.data.arch,
                                  (unsigned long long)n.data.args[0],
                                  (unsigned long long)n.data.args[1],
                                  (unsigned long long)n.data.args[2],
                                  (unsigned long long)n.data.args[3],
                                  (unsigned long long)n.data.args[4],
-                                 (unsigned long long)n.data.args[5], (long long)t0);
+                                 (unsigned long long)n.data.args[5], (long long)t0, pobj);
         }
         if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL))
             return PyLong_FromLong(2);

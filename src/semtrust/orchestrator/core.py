@@ -63,6 +63,8 @@ CAP_SETUID = 7
 CAP_SETGID = 6
 
 _NR = SYSCALLS
+#: Calls whose first path argument the native path reads (open: arg 0, openat: arg 1).
+_PATH_FIRST = frozenset(SYSCALLS[n] for n in ("open", "openat"))
 _KEEPS_THREAD = frozenset(SYSCALLS[n] for n in ("open", "openat", "openat2", "creat", "mmap",
                                                  "mprotect", "pkey_mprotect"))
 
@@ -146,6 +148,8 @@ class MediatorCore:
         self.last_co = b""
         self.last_plain = False
         self.last_link = b""
+        # (notification id, path) of an open whose path the native path already read.
+        self.path_read: tuple[int, bytes] | None = None
         self.last_st: os.stat_result | None = None
 
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
@@ -276,6 +280,10 @@ class MediatorCore:
     def read_path(self, c: Ctx, addr: int) -> bytes | None:
         """The path argument at ``addr``; None after failing the call as the kernel would
         (a bad pointer is the task's own error, not an unmodelable event)."""
+        pre, self.path_read = self.path_read, None
+        if pre is not None and pre[0] == c.n.id and c.n.nr in _PATH_FIRST \
+                and addr == c.n.args[0 if c.n.nr == _NR["open"] else 1]:
+            return pre[1]  # read once, by the native path, for this very notification
         try:
             return self.read_str(c, addr)
         except OSError as exc:

@@ -218,7 +218,9 @@ class Domain:
                     got = native.fp.run(250)
                     native.drain()
                     if isinstance(got, tuple):
-                        nid, pid, nr, arch, args, t0 = got
+                        nid, pid, nr, arch, args, t0, path = got
+                        if path is not None:
+                            med.path_read = (nid, path)
                         received(Notification(nid, pid, nr, arch, args), t0)
                     elif got == 1:
                         woken()

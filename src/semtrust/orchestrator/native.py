@@ -118,8 +118,8 @@ class NativeDecisions:
         med = self.med
         proc = c.proc
         st, link, co = med.last_st, med.last_link, med.last_co
-        if (not self.repeated or not med.last_plain or st is None or not link or link.startswith(b"/proc/")
-                or proc.untrusted
+        if (not self.repeated or not med.last_plain or st is None or not link
+                or link.startswith(b"/proc/") or proc.untrusted
                 or proc.exec_check is not None or proc.map_check is not None
                 or med.creds.needed(c.st) or med.d.tma.is_valid(co) is not True):
             return

@@ -45,7 +45,7 @@ class Describer(Resolver):
         try:
             if st is None:
                 st = os.fstat(fd)
-            shown = self._display_path(c, fd)
+            shown = self._display_path(c, fd, st)
             if shown.startswith("/proc/"):
                 self._guard_proc(c, fd, st, shown)
             shown = _stable_path(c, shown)

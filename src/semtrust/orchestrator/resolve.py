@@ -116,6 +116,8 @@ class Resolver(MediatorCore):
     _protected_symlinks = _protected_symlinks()
     #: (tid, dirfd, path, root fd, start fd) opened ahead by ``_hold_bases``.
     _held: tuple[int, int, bytes, int, int] | None = None
+    #: (fd, its stat) from the lookup that just returned fd (see ``stat_of``).
+    _fst: tuple[int, os.stat_result] | None = None
 
     # ---------------------------------------------------------------- public
     def _open_in_task(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
@@ -138,11 +140,12 @@ class Resolver(MediatorCore):
             if obj < 0:
                 # Missing last component of an O_CREAT open: create it where it resolved.
                 return openat2(pdir, name, flags | os.O_NOFOLLOW, mode, _STEP)
-            st = os.fstat(obj)
+            st = self.stat_of(obj)
             if flags & os.O_PATH:
                 if flags & os.O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
                     raise OSError(errno.ENOTDIR, "not a directory")
                 fd, obj = obj, -1
+                self._fst = (fd, st)  # the caller's next stat_of(fd)
                 return fd
             if tmpfile:
                 return openat2(obj, b".", flags, mode, _STEP)
@@ -160,6 +163,14 @@ class Resolver(MediatorCore):
             for fd in (pdir, obj):
                 if fd >= 0:
                     os.close(fd)
+
+    def stat_of(self, fd: int) -> os.stat_result:
+        """``fstat(fd)``, or the stat just taken of that very descriptor by the lookup
+        that returned it (one O_PATH object is otherwise stat'ed three times a call)."""
+        kept, self._fst = self._fst, None
+        if kept is not None and kept[0] == fd:
+            return kept[1]
+        return os.fstat(fd)
 
     # -------------------------------------------------------------- resolution
     def _hold_bases(self, c: Ctx, dirfd: int, path: bytes) -> None:
@@ -218,6 +229,7 @@ class Resolver(MediatorCore):
         The object is -1 only when the last component does not exist and
         ``need_parent`` is set (the parent is then an O_PATH fd of its directory).
         """
+        self._fst = None  # a kept stat is only ever this lookup's own
         if not path:
             if dirfd == AT_FDCWD:
                 raise OSError(errno.ENOENT, "empty path")
@@ -270,12 +282,14 @@ class Resolver(MediatorCore):
                 return -1  # a symlink on the way
             raise
         try:
-            if self._on_proc(fd, os.fstat(fd)):
+            st = os.fstat(fd)
+            if self._on_proc(fd, st):
                 os.close(fd)
                 return -1  # procfs entries are checked on the walk
         except OSError:
             os.close(fd)
             raise
+        self._fst = (fd, st)
         return fd
 
     def _parent_fast(self, root: int, start: int, path: bytes, resolve: int) -> int:
@@ -563,10 +577,11 @@ class Resolver(MediatorCore):
             return host is not None and self.d.in_domain(host)
         return self.d.in_domain(pid)
 
-    def _display_path(self, c: Ctx, fd: int) -> str:
+    def _display_path(self, c: Ctx, fd: int, st: os.stat_result | None = None) -> str:
         try:
             p = os.readlink(f"/proc/self/fd/{fd}")
-            st = os.fstat(fd)
+            if st is None:
+                st = os.fstat(fd)
         except OSError as exc:
             raise Unmodelable(f"cannot name the file: {exc.strerror}") from None
         self.last_link = os.fsencode(p)  # the name the description is made from

@@ -201,7 +201,7 @@ class FileHandlers(Describer):
             try:
                 if creating and flags & O_EXCL:
                     raise FileExistsError(errno.EEXIST, "exists")
-                st = os.fstat(pfd)
+                st = self.stat_of(pfd)
                 if stat.S_ISFIFO(st.st_mode):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
