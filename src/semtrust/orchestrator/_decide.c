@@ -89,6 +89,7 @@ typedef struct {
 typedef struct {
     int tid;           /* 0: empty */
     uint64_t token;    /* 0: not answered here */
+    int root;          /* the thread's root (O_PATH), kept while roots are stable; -1 */
 } thread_t;
 
 typedef struct {
@@ -102,6 +103,7 @@ typedef struct {
     int lfd;
     int wake;
     int emulate;
+    int roots_ok;        /* Python: no call that may change a root is in flight */
     uint64_t answered;   /* decisions answered here */
     uint64_t handed;     /* notifications handed to Python */
     uint64_t why[8];     /* why they were: see Fast_get_handed */
@@ -230,8 +232,20 @@ path_seen(Fast *f, uint64_t h, int insert)
 }
 
 static void
+drop_roots(Fast *f)
+{
+    for (Py_ssize_t i = 0; i < THREAD_SLOTS; i++) {
+        if (f->threads[i].tid != 0 && f->threads[i].root >= 0) {
+            close(f->threads[i].root);
+            f->threads[i].root = -1;
+        }
+    }
+}
+
+static void
 clear_threads(Fast *f)
 {
+    drop_roots(f);
     memset(f->threads, 0, sizeof(f->threads));
     f->nthreads = 0;
 }
@@ -252,6 +266,7 @@ thread_slot(Fast *f, int tid, int insert)
             }
             f->nthreads++;
             f->threads[i].tid = tid;
+            f->threads[i].root = -1;
             return &f->threads[i];
         }
     }
@@ -403,8 +418,20 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     if (!f->emulate && ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &n->id) != 0)
         return 0;  /* what we read may not be the task's: Python sorts it out */
     int base, res = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int own_base = 1;
     if (path[0] == '/') {
-        base = open_proc(tid, "root");
+        /* The root is kept per thread while no call that may change a root is in
+         * flight (Python says so: chroot, pivot_root, setns, unshare, mounts). */
+        if (f->roots_ok && t->root >= 0) {
+            base = t->root;
+            own_base = 0;
+        } else {
+            base = open_proc(tid, "root");
+            if (base >= 0 && f->roots_ok) {
+                t->root = base;
+                own_base = 0;
+            }
+        }
         res |= RESOLVE_IN_ROOT;
     } else if (dirfd == AT_FDCWD_) {
         base = open_proc(tid, "cwd");
@@ -421,7 +448,8 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
                            .resolve = (uint64_t)res};
     int obj = (int)syscall(SYS_openat2, base, path, &how, sizeof(how));
     int err = errno;
-    close(base);
+    if (own_base)
+        close(base);
     if (obj < 0) {
         /* A name that is not there (a search path probed): Python's one-step lookup
          * fails the call with the kernel's error and models nothing; so does this. Any
@@ -513,6 +541,7 @@ Fast_init(Fast *self, PyObject *args, PyObject *kw)
     self->lfd = lfd;
     self->wake = wake;
     self->emulate = 0;
+    self->roots_ok = 0;
     if (self->entries == NULL) {
         self->entries = calloc(ENTRY_SLOTS, sizeof(entry_t));
         self->used = calloc(MAX_ENTRIES, sizeof(uint32_t));
@@ -533,6 +562,7 @@ static void
 Fast_dealloc(Fast *self)
 {
     clear_entries(self);
+    clear_threads(self);
     free(self->entries);
     free(self->used);
     free(self->hits);
@@ -630,8 +660,20 @@ Fast_forget_thread(Fast *self, PyObject *arg)
     if (tid == -1 && PyErr_Occurred())
         return NULL;
     thread_t *t = thread_slot(self, tid, 0);
-    if (t != NULL)
+    if (t != NULL) {
         t->token = 0;
+        if (t->root >= 0) {
+            close(t->root);
+            t->root = -1;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_drop_roots(Fast *self, PyObject *unused)
+{
+    drop_roots(self);
     Py_RETURN_NONE;
 }
 
@@ -767,6 +809,24 @@ Fast_set_emulate(Fast *self, PyObject *v, void *c)
 }
 
 static PyObject *
+Fast_get_roots_ok(Fast *self, void *c)
+{
+    return PyBool_FromLong(self->roots_ok);
+}
+
+static int
+Fast_set_roots_ok(Fast *self, PyObject *v, void *c)
+{
+    int b = PyObject_IsTrue(v);
+    if (b < 0)
+        return -1;
+    self->roots_ok = b;
+    if (!b)
+        drop_roots(self);
+    return 0;
+}
+
+static PyObject *
 Fast_get_answered(Fast *self, void *c)
 {
     return PyLong_FromUnsignedLongLong(self->answered);
@@ -793,6 +853,8 @@ Fast_get_entries(Fast *self, void *c)
 static PyGetSetDef Fast_getset[] = {
     {"emulate", (getter)Fast_get_emulate, (setter)Fast_set_emulate,
      "enforcing: open the object and inject it (else the call continues)", NULL},
+    {"roots_ok", (getter)Fast_get_roots_ok, (setter)Fast_set_roots_ok,
+     "may a thread's root be kept (False also closes the kept ones)", NULL},
     {"answered", (getter)Fast_get_answered, NULL, "decisions answered here", NULL},
     {"entries", (getter)Fast_get_entries, NULL, "known decisions held", NULL},
     {"handed", (getter)Fast_get_handed, NULL, "notifications handed to Python, by reason", NULL},
@@ -805,6 +867,7 @@ static PyMethodDef Fast_methods[] = {
     {"forget_thread", (PyCFunction)Fast_forget_thread, METH_O, "stop answering a thread"},
     {"forget_threads", (PyCFunction)Fast_forget_threads, METH_NOARGS, "no thread answered"},
     {"clear", (PyCFunction)Fast_clear, METH_NOARGS, "forget every decision and thread"},
+    {"drop_roots", (PyCFunction)Fast_drop_roots, METH_NOARGS, "close every kept root"},
     {"learn", (PyCFunction)Fast_learn, METH_VARARGS, "record one of Python's decisions"},
     {"drain", (PyCFunction)Fast_drain, METH_NOARGS, "latencies and point counts"},
     {"note_path", (PyCFunction)Fast_note_path, METH_O, "a path Python decided"},

@@ -63,6 +63,8 @@ CAP_SETUID = 7
 CAP_SETGID = 6
 
 _NR = SYSCALLS
+#: Calls after which a task's root may be another: every call of the mounts family.
+_MOVES_ROOT = frozenset(e.nr for e in table.BY_NR.values() if e.family == "mounts")
 #: Calls whose first path argument the native path reads (open: arg 0, openat: arg 1).
 _PATH_FIRST = frozenset(SYSCALLS[n] for n in ("open", "openat"))
 _KEEPS_THREAD = frozenset(SYSCALLS[n] for n in ("open", "openat", "openat2", "creat", "mmap",
@@ -150,6 +152,16 @@ class MediatorCore:
         self.last_link = b""
         # (notification id, path) of an open whose path the native path already read.
         self.path_read: tuple[int, bytes] | None = None
+        # Roots kept per thread (resolve.py): open O_PATH descriptors of /proc/TID/root,
+        # valid while no call that may change a root is in flight. A thread that made
+        # such a call is in ``root_unstable`` until its next call (which proves the
+        # first one finished): until then no root is kept, ours or the native path's.
+        self.roots: dict[int, int] = {}
+        self.roots_gen = -1
+        # Only where one listener sees every call of the domain (process mode): with
+        # several (container mode's runc exec), another loop's pivot_root is not seen.
+        self.roots_allowed = False
+        self.root_unstable: set[int] = set()
         self.last_st: os.stat_result | None = None
 
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
@@ -167,6 +179,14 @@ class MediatorCore:
             # the task table's generation, and pending exec or mapping checks are looked
             # at below; opens and mappings change nothing else of the thread.)
             native.unregister(n.pid)
+        unstable = self.root_unstable
+        if unstable:
+            unstable.discard(n.pid)  # its previous call is over
+        if n.nr in _MOVES_ROOT:
+            # chroot, pivot_root, setns, unshare, the mount family: any task's root may
+            # be another one once this call is done.
+            unstable.add(n.pid)
+            self.drop_roots()
         proc: Process | None = None
         try:
             try:
@@ -217,6 +237,22 @@ class MediatorCore:
                 # Checks pending for a process (any of its threads): none is answered
                 # natively until Python has made them.
                 native.forget_process(proc.tgid)
+
+    def drop_roots(self) -> None:
+        """Close every kept root (ours and the native path's)."""
+        roots, self.roots = self.roots, {}
+        for fd in roots.values():
+            os.close(fd)
+        if self.native is not None:
+            self.native.fp.drop_roots()
+
+    def keep_roots(self) -> bool:
+        """May a thread's root be kept now? (Dropped when the task table changed.)"""
+        gen = self.d.tasks.generation
+        if gen != self.roots_gen:
+            self.drop_roots()
+            self.roots_gen = gen
+        return self.roots_allowed and not self.root_unstable
 
     def fault(self, n: Notification, reason: str) -> None:
         self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})

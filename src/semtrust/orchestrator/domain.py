@@ -183,6 +183,7 @@ class Domain:
         clock = time.perf_counter_ns
         # Known points of the process mode are answered natively when it is built.
         native: NativeDecisions | None = None
+        med.roots_allowed = mediator_cls is None
         if mediator_cls is None and native_available():
             native = NativeDecisions(med, listener.fd, med.fi.wakeup)
             med.native = native
@@ -241,7 +242,8 @@ class Domain:
         finally:
             if native is not None:
                 native.drain()
-                med.native = None
+            med.drop_roots()
+            med.native = None
             med.fi.close()
             # [issue4] With several listeners (runc exec hands over one per exec'd process),
             # only the last loop to end may close the task table's fds: others still read

@@ -81,6 +81,7 @@ class NativeDecisions:
         if gen != self._tasks_gen:
             self.fp.forget_threads()
             self._tasks_gen = gen
+        self.fp.roots_ok = med.keep_roots()
 
     def _created(self, key: tuple[int, int]) -> None:
         if key in self._objects:

@@ -41,6 +41,7 @@ RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 MAXSYMLINKS = 40  # the kernel's bound on symlinks followed in one resolution
+MAX_ROOTS = 1024  # threads whose root is kept open
 PROC_ROOT_INO = 1
 NS_GET_PARENT = 0xB702
 _MAX_CLIMB = 16
@@ -203,10 +204,7 @@ class Resolver(MediatorCore):
             except BaseException:
                 os.close(root)
                 raise
-        try:
-            root = os.open(f"/proc/{c.tid}/root", _O_PATH)
-        except OSError as exc:
-            raise Unmodelable(f"root of task {c.tid}: {exc.strerror}") from None
+        root = self._root_of(c)
         if path.startswith(b"/"):
             return root, os.dup(root)
         try:
@@ -221,6 +219,23 @@ class Resolver(MediatorCore):
             os.close(root)
             raise
         return root, start
+
+    def _root_of(self, c: Ctx) -> int:
+        """The task's root (O_PATH, the caller's), from the kept ones when allowed."""
+        keep = self.keep_roots()
+        if keep:
+            kept = self.roots.get(c.tid)
+            if kept is not None:
+                return os.dup(kept)
+        try:
+            root = os.open(f"/proc/{c.tid}/root", _O_PATH)
+        except OSError as exc:
+            raise Unmodelable(f"root of task {c.tid}: {exc.strerror}") from None
+        if keep:
+            if len(self.roots) >= MAX_ROOTS:
+                self.drop_roots()
+            self.roots[c.tid] = os.dup(root)
+        return root
 
     def _lookup(self, c: Ctx, dirfd: int, path: bytes, *, follow: bool, resolve: int,
                 need_parent: bool) -> tuple[int, bytes, int]:
