@@ -164,6 +164,13 @@ class FileHandlers(Describer):
             if self.decide(c, [ev]):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
+            if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode):
+                try:
+                    with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
+                        os.truncate(f"/proc/self/fd/{fd}", 0)
+                except OSError as exc:
+                    self.lst.deny(c.n.id, exc.errno or errno.EACCES)
+                    return
             try:
                 self.lst.addfd_send(c.n.id, fd, cloexec=cloexec)
             except SeccompError as exc:
@@ -206,8 +213,17 @@ class FileHandlers(Describer):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
                     raise OSError(errno.ELOOP, "symbolic link")  # O_NOFOLLOW
-                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW)
-                return os.open(f"/proc/self/fd/{pfd}", rflags), False
+                # O_TRUNC is applied only once the open is allowed (_truncate): the file
+                # is described as the kernel's file_open hook sees it, before truncation.
+                rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW
+                                                            | O_TRUNC)
+                fd = os.open(f"/proc/self/fd/{pfd}", rflags)
+                if flags & O_TRUNC and (flags & O_ACCMODE) == os.O_RDONLY \
+                        and stat.S_ISREG(st.st_mode) \
+                        and not os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+                    os.close(fd)  # O_TRUNC asks for write permission, even read-only
+                    raise PermissionError(errno.EACCES, "no write permission to truncate")
+                return fd, False
             finally:
                 os.close(pfd)
         raise OSError(errno.EAGAIN, "file kept appearing and vanishing")
