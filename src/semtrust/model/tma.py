@@ -201,15 +201,6 @@ class TMA:
             (self.trajectory if outcome & TRUSTED else self.forensics).append(ev)
         return outcome
 
-    def count_known(self, c: bytes, n: int) -> None:
-        """``n`` more events of the known point ``c`` (decided without a Verdict, e.g. by
-        the orchestrator's native path); the same as ``n`` calls of ``observe(c)``."""
-        info = self._points.get(c)
-        if info is None:
-            raise KeyError("count_known: not a point of this TMA")
-        self.events += n
-        self._points[c] = info + n * _COUNT_ONE
-
     # ----------------------------------------------------------------- queries
     @property
     def measurement(self) -> bytes:

@@ -184,7 +184,8 @@ class Domain:
         # Known points of the process mode are answered natively when it is built.
         native: NativeDecisions | None = None
         med.roots_allowed = mediator_cls is None
-        if mediator_cls is None and native_available():
+        if mediator_cls is None and native_available() and type(self.tma) is TMA:
+            # (An external TMA sees every event itself: the native path would hide some.)
             native = NativeDecisions(med, listener.fd, med.fi.wakeup)
             med.native = native
 

@@ -168,8 +168,11 @@ class NativeDecisions:
         if room > 0:
             d.latencies.extend(lat[:room])
         with d.lock:
+            observe = d.tma.observe
             for slot, n in hits:
-                d.tma.count_known(self.slots[slot], n)
+                co = self.slots[slot]
+                for _ in range(n):
+                    observe(co)  # a known point: counted, as update_coefficient would
             d.decisions += new
             d.native_decisions += new
         return int(new)
