@@ -10,6 +10,10 @@ and digests them for ``points`` and ``replay`` (see ``semtrust.model.quick``).
 Same needs, also optional: without it those objects go through orjson and the
 Python number rules, with the same answers, about twice as slow on
 trajectories whose objects are all distinct.
+
+``semtrust.orchestrator._decide`` answers known-point open decisions without
+Python (see its docstring). Also optional: without it every decision takes the
+Python path, with the same answers.
 """
 
 from setuptools import Extension, setup
@@ -26,6 +30,11 @@ setup(
             "semtrust.model._quick",
             sources=["src/semtrust/model/_quick.c"],
             libraries=["crypto"],
+            optional=True,
+        ),
+        Extension(
+            "semtrust.orchestrator._decide",
+            sources=["src/semtrust/orchestrator/_decide.c"],
             optional=True,
         ),
     ]

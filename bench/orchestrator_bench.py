@@ -1,6 +1,20 @@
 """Cost of supervision: per-decision latency and wall-time ratios (learning, enforcing).
 
 Usage: .venv/bin/python bench/orchestrator_bench.py [--reps N] [--iterations N]
+       [--only micro,compileall,roundtrip,targz,gcc,git]
+
+The default runs the micro and compileall workloads (the figures of earlier runs);
+``--only`` picks sections, including:
+
+- ``roundtrip``: a known-point open as the task sees it (a C loop timing each
+  open+close with the vDSO clock), unsupervised, under the *floor* (a bare seccomp
+  supervisor that answers every notification with CONTINUE, in C, same filter
+  flags and SYNC_WAKE_UP) and under semtrust learning and enforcing; median, p99.
+- ``targz`` (``tar cf - /usr/include | gzip -1``), ``gcc`` (30 generated C files,
+  ``make -j1``), ``git`` (``git clone`` of a generated repository, then ``log -p``):
+  macro ratios with min/median/max over the repetitions.
+
+``SEMTRUST_NATIVE=0`` in the environment runs the same with every decision in Python.
 
 Micro: a C loop of open("/etc/hostname")+close (python fallback without gcc).
 Macro: byte-compiling a copy of the Python standard library's packages (compileall -f).
@@ -152,8 +166,191 @@ def bench(label: str, cmd: list[str], work: Path, reps: int, runner: Runner,
     p, le, en = (statistics.median(x) for x in (plain, learn, enforce))
     return {"label": label, "plain": p, "learn": le, "enforce": en, "forensics": forensics,
             "decisions": decisions, "lat": sorted(lat), "llat": sorted(llat),
+            "learn_xs": [b / a for a, b in zip(plain, learn, strict=True)],
+            "enforce_xs": [b / a for a, b in zip(plain, enforce, strict=True)],
             "learn_x": statistics.median(b / a for a, b in zip(plain, learn, strict=True)),
             "enforce_x": statistics.median(b / a for a, b in zip(plain, enforce, strict=True))}
+
+
+# --------------------------------------------------------------- round trip
+
+TIMED_LOOP = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+static int cmp(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? -1 : x > y;
+}
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    long *t = malloc(n * sizeof(long));
+    struct timespec a, b;
+    for (long i = 0; i < n; i++) {
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        int fd = open("/etc/hostname", O_RDONLY);
+        close(fd);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        t[i] = (b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec);
+    }
+    qsort(t, n, sizeof(long), cmp);
+    int out = open(argv[2], O_WRONLY | O_TRUNC);
+    dprintf(out, "%ld %ld\n", t[n / 2], t[n * 99 / 100]);
+    close(out);
+    return 0;
+}
+"""
+
+
+def floor_run(cmd: list[str]) -> None:
+    """Run ``cmd`` under a bare supervisor: open/openat notified, always CONTINUE."""
+    import socket
+    import threading
+
+    from semtrust.orchestrator._decide import serve_continue
+    from semtrust.sensors.seccomp import Listener, install_filter
+
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs
+        try:
+            a.close()
+            lfd = install_filter(["open", "openat"])
+            socket.send_fds(b, [b"l"], [lfd])
+            os.close(lfd)
+            b.recv(1)
+            os.execv(cmd[0], cmd)
+        finally:
+            os._exit(127)
+    b.close()
+    _msg, fds, _f, _a = socket.recv_fds(a, 1, 1)
+    lfd = fds[0]
+    Listener(lfd).set_sync_wakeup()
+    th = threading.Thread(target=serve_continue, args=(lfd,), daemon=True)
+    th.start()
+    a.send(b"g")
+    a.close()
+    _, status = os.waitpid(pid, 0)
+    th.join(5)
+    os.close(lfd)
+    if status != 0:
+        raise SystemExit(f"floor run failed ({status}): {cmd}")
+
+
+def roundtrip(work: Path, n: int, reps: int, runner: Runner) -> str:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return "(roundtrip needs gcc)"
+    src, exe, res = work / "timed.c", work / "timed", work / "timed.out"
+    src.write_text(TIMED_LOOP)
+    subprocess.run([gcc, "-O2", "-o", str(exe), str(src)], check=True)
+    cmd = [str(exe), str(n), str(res)]
+    model = work / "timed.model"
+
+    def fresh() -> None:
+        res.write_text("")  # exists and empty before every run: same point each time
+
+    def read() -> tuple[int, int]:
+        med, p99 = res.read_text().split()
+        return int(med), int(p99)
+
+    fresh()
+    runner.run(cmd, output=str(model))
+    rows: dict[str, list[tuple[int, int]]] = {k: [] for k in
+                                              ("unsupervised", "floor", "learning",
+                                               "enforcing")}
+    orch: list[int] = []
+    for _ in range(reps):
+        fresh()
+        run_plain(cmd)
+        rows["unsupervised"].append(read())
+        fresh()
+        floor_run(cmd)
+        rows["floor"].append(read())
+        fresh()
+        runner.run(cmd, output=str(work / "scratch.model"))
+        rows["learning"].append(read())
+        fresh()
+        runner.lat.clear()
+        runner.run(cmd, model=str(model), enforce=True)
+        rows["enforcing"].append(read())
+        orch.extend(runner.lat)
+    floor = statistics.median(m for m, _ in rows["floor"])
+    out = ["| open+close as the task sees it | median µs (min..max over reps) | p99 µs "
+           "| median / floor |", "|---|---|---|---|"]
+    for k, v in rows.items():
+        meds = sorted(m for m, _ in v)
+        med = statistics.median(meds)
+        out.append(f"| {k} | {med / 1000:.2f} ({meds[0] / 1000:.2f}..{meds[-1] / 1000:.2f}) "
+                   f"| {statistics.median(p for _, p in v) / 1000:.2f} "
+                   f"| {med / floor:.2f} |")
+    orch.sort()
+    native = "off" if os.environ.get("SEMTRUST_NATIVE") == "0" else "on"
+    out.append(f"\norchestrator time per decision, enforcing (receive to answer): median "
+               f"{pct(orch, 0.5):.2f} µs, p99 {pct(orch, 0.99):.2f} µs over {len(orch)} "
+               f"decisions; native path {native}")
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------- macro set
+
+def targz_setup(work: Path) -> tuple[list[str], Any]:
+    out = work / "include.tgz"
+    return ["/bin/sh", "-c", f"tar cf - /usr/include 2>/dev/null | gzip -1 > {out}"], \
+        lambda: out.write_bytes(b"")
+
+
+GCC_FILE = """
+#include <stdio.h>
+#include <string.h>
+int f{i}(const char *s) {{ char b[64]; snprintf(b, sizeof b, "%s{i}", s);
+  return (int)strlen(b); }}
+"""
+
+
+def gcc_setup(work: Path) -> tuple[list[str], Any]:
+    tree = work / "cbuild"
+
+    def fresh() -> None:
+        if tree.exists():
+            shutil.rmtree(tree)
+        tree.mkdir()
+        objs = []
+        for i in range(30):
+            (tree / f"f{i}.c").write_text(GCC_FILE.format(i=i))
+            objs.append(f"f{i}.o")
+        (tree / "main.c").write_text("int f0(const char *);\nint main(void) "
+                                     "{ return f0(\"x\") > 100; }\n")
+        (tree / "Makefile").write_text(
+            "all: prog\nprog: main.o " + " ".join(objs) + "\n\tgcc -o prog $^\n"
+            "%.o: %.c\n\tgcc -O1 -c -o $@ $<\n")
+    fresh()
+    return ["make", "-s", "-j1", "-C", str(tree)], fresh
+
+
+def git_setup(work: Path) -> tuple[list[str], Any]:
+    repo, clone = work / "repo", work / "clone"
+    if not repo.exists():
+        env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b",
+                   GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        for i in range(60):
+            (repo / f"f{i % 12}.txt").write_text("\n".join(f"line {j} {i}"
+                                                           for j in range(200)))
+            subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+            subprocess.run(["git", "-C", str(repo), "commit", "-qm", f"c{i}"], check=True,
+                           env=env)
+
+    def fresh() -> None:
+        if clone.exists():
+            shutil.rmtree(clone)
+    return ["/bin/sh", "-c", f"git clone -q --no-hardlinks {repo} {clone} && "
+            f"git -C {clone} log -p > /dev/null && git -C {clone} status -s"], fresh
+
+
+MACROS = {"targz": targz_setup, "gcc": gcc_setup, "git": git_setup}
 
 
 def pct(lat: list[int], q: float) -> float:
@@ -276,14 +473,28 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument("--no-peers", action="store_true",
                     help="skip the strace -f and fapolicyd comparison")
+    ap.add_argument("--only", default="micro,compileall")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     runner = Runner()
+    results = []
     with tempfile.TemporaryDirectory(prefix="semtrust-bench-") as tmp:
         work = Path(tmp)
-        results = [bench("micro", micro_cmd(work, args.iterations), work, args.reps, runner)]
-        tree = macro_setup(work)
-        results.append(bench("macro", macro_cmd(tree), work, args.reps, runner,
-                             before=lambda: macro_setup(work)))
+        if "roundtrip" in only:
+            print(roundtrip(work, args.iterations, args.reps, runner))
+        if "micro" in only:
+            results.append(bench("micro", micro_cmd(work, args.iterations), work, args.reps,
+                                 runner))
+        if "compileall" in only:
+            tree = macro_setup(work)
+            results.append(bench("macro", macro_cmd(tree), work, args.reps, runner,
+                                 before=lambda: macro_setup(work)))
+        for name in ("targz", "gcc", "git"):
+            if name in only:
+                cmd, before = MACROS[name](work)
+                results.append(bench(name, cmd, work, args.reps, runner, before=before))
+    if not results:
+        return
     print("| workload | decisions/run | unsupervised s | learning s (x) | enforcing s (x) "
           "| decision median µs (learn / enforce) | p99 µs (learn / enforce) | forensics |")
     print("|---|---|---|---|---|---|---|---|")
@@ -294,6 +505,13 @@ def main() -> None:
               f"{pct(r['llat'], 0.99):.1f} / {pct(r['lat'], 0.99):.1f} | {r['forensics']} |")
     print("(x = median over repetitions of the ratio to the "
           "unsupervised run of the same repetition)")
+    print()
+    print("| workload | learning x min / median / max | enforcing x min / median / max |")
+    print("|---|---|---|")
+    for r in results:
+        lx, ex = sorted(r["learn_xs"]), sorted(r["enforce_xs"])
+        print(f"| {r['label']} | {lx[0]:.2f} / {statistics.median(lx):.2f} / {lx[-1]:.2f} "
+              f"| {ex[0]:.2f} / {statistics.median(ex):.2f} / {ex[-1]:.2f} |")
     if not args.no_peers:
         run_peers(args.reps, args.iterations, runner, results)
 

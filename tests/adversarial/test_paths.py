@@ -251,3 +251,69 @@ def test_resolution_agrees_with_the_kernel(tmp_path: Path, how: str) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == plain.stdout
     assert "ok" in plain.stdout and "errno 40" in plain.stdout  # both kinds were exercised
+
+
+CREATE = r"""
+import os, sys
+d = sys.argv[1]
+os.chdir(d)
+for name, target in [("dangling", "nowhere"), ("dirlink", "sub"), ("loop", "loop")]:
+    os.symlink(target, name)
+paths = ["newf", d + "/sub/abs", "dirlink/vialink", "dangling", "sub/slash/", "sub/../sub/up",
+         "nodir/x", "sub/f/x", "/proc/self/cwd/sub/magic", "loop", "sub/f", "/" + d + "/sub/dbl",
+         "sub//twice", "./dot"]
+for p in paths:
+    for flags in (os.O_WRONLY | os.O_CREAT, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                  os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW):
+        try:
+            os.close(os.open(p, flags, 0o640))
+            print(p, flags, "ok")
+        except OSError as e:
+            print(p, flags, "errno", e.errno)
+for root, dirs, files in sorted(os.walk(d)):
+    for n in sorted(dirs + files):
+        st = os.lstat(os.path.join(root, n))
+        print(os.path.relpath(os.path.join(root, n), d), oct(st.st_mode))
+"""
+
+
+@pytest.mark.parametrize("how", ["learning", "enforcing"])
+def test_creation_agrees_with_the_kernel(tmp_path: Path, how: str) -> None:
+    """O_CREAT opens (missing names, symlinked and dangling names, '..', trailing
+    slashes, missing or non-directory parents, magic links) create the same files, or
+    fail with the same errors, supervised as unsupervised."""
+    import shutil
+    import subprocess
+
+    from tests.adversarial._resolve_helpers import SEMTRUST
+
+    py = shutil.which("python3", path="/usr/bin:/bin")
+    assert py is not None
+    script = tmp_path / "create.py"
+    script.write_text(CREATE)
+    tree = tmp_path / "tree"
+    argv = [py, "-I", str(script), str(tree)]
+
+    def fresh() -> None:
+        if tree.exists():
+            shutil.rmtree(tree)
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "f").write_text("content\n")
+
+    fresh()
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    opts: list[str] = []
+    if how == "enforcing":
+        model = tmp_path / "m"
+        fresh()
+        r = subprocess.run([*SEMTRUST, "run", "--output", str(model), "--", *argv],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        opts = ["--model", str(model), "--enforce"]
+    fresh()
+    r = subprocess.run([*SEMTRUST, "run", *opts, "--", *argv], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == plain.stdout
+    assert " ok" in plain.stdout and "errno 2" in plain.stdout and "errno 40" in plain.stdout

@@ -58,3 +58,27 @@ def test_large_file_hashed_on_a_worker(tmp_path: Path) -> None:
     assert not fi._jobs  # the worker slot is free again
     fi.close()
     os.close(fd)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, (1 << 20) - 1, 1 << 20, (1 << 20) + 7])
+def test_one_read_digest_equals_the_chunked_one(tmp_path: Path, size: int) -> None:
+    """Small files are read in one go; the digest is the content's, as chunk by chunk."""
+    from semtrust.sensors.fileinfo import _hash_fd
+
+    f = tmp_path / "f"
+    data = os.urandom(size)
+    f.write_bytes(data)
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        want = hashlib.sha256(data).digest()
+        assert _hash_fd(fd, size=size) == want
+        assert _hash_fd(fd) == want
+        # The size seen at stat time is stale (the file grew, or shrank): still the
+        # content that is there now.
+        with open(f, "ab") as fp:
+            fp.write(b"more")
+        assert _hash_fd(fd, size=size) == hashlib.sha256(data + b"more").digest()
+        os.truncate(f, size // 2)
+        assert _hash_fd(fd, size=size) == hashlib.sha256(data[:size // 2]).digest()
+    finally:
+        os.close(fd)

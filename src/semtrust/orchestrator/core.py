@@ -36,6 +36,7 @@ from semtrust.sensors.seccomp import SYSCALLS, Listener, Notification, SeccompEr
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
+    from semtrust.orchestrator.native import NativeDecisions
 
 O_ACCMODE = 0o3
 O_CREAT = 0o100
@@ -62,6 +63,12 @@ CAP_SETUID = 7
 CAP_SETGID = 6
 
 _NR = SYSCALLS
+#: Calls after which a task's root may be another: every call of the mounts family.
+_MOVES_ROOT = frozenset(e.nr for e in table.BY_NR.values() if e.family == "mounts")
+#: Calls whose first path argument the native path reads (open: arg 0, openat: arg 1).
+_PATH_FIRST = frozenset(SYSCALLS[n] for n in ("open", "openat"))
+_KEEPS_THREAD = frozenset(SYSCALLS[n] for n in ("open", "openat", "openat2", "creat", "mmap",
+                                                 "mprotect", "pkey_mprotect"))
 
 
 MAX_COEF_CACHE = 1 << 16
@@ -136,6 +143,26 @@ class MediatorCore:
         self._desc: dict[tuple[object, ...], FileDesc] = {}
         self._pseudonym_epoch = -1
         self.handlers: dict[int, Callable[[Ctx], None]] = {}
+        # The native decision path, when the serve loop runs one (see native.py), and
+        # what it learns from: the last coefficient decided and whether the last
+        # description was of a plain object (not created, not procfs).
+        self.native: NativeDecisions | None = None
+        self.last_co = b""
+        self.last_plain = False
+        self.last_link = b""
+        # (notification id, path) of an open whose path the native path already read.
+        self.path_read: tuple[int, bytes] | None = None
+        # Roots kept per thread (resolve.py): open O_PATH descriptors of /proc/TID/root,
+        # valid while no call that may change a root is in flight. A thread that made
+        # such a call is in ``root_unstable`` until its next call (which proves the
+        # first one finished): until then no root is kept, ours or the native path's.
+        self.roots: dict[int, int] = {}
+        self.roots_gen = -1
+        # Only where one listener sees every call of the domain (process mode): with
+        # several (container mode's runc exec), another loop's pivot_root is not seen.
+        self.roots_allowed = False
+        self.root_unstable: set[int] = set()
+        self.last_st: os.stat_result | None = None
 
     def verify_exec(self, c: Ctx) -> bool:  # the file family overrides it
         return True
@@ -146,6 +173,21 @@ class MediatorCore:
     # ------------------------------------------------------------------ entry
     def handle(self, n: Notification) -> None:
         """Decide one notification; always answers it (fail closed when enforcing)."""
+        native = self.native
+        if native is not None and n.nr not in _KEEPS_THREAD:
+            # This call may change what the thread is. (Whatever changes tasks also bumps
+            # the task table's generation, and pending exec or mapping checks are looked
+            # at below; opens and mappings change nothing else of the thread.)
+            native.unregister(n.pid)
+        unstable = self.root_unstable
+        if unstable:
+            unstable.discard(n.pid)  # its previous call is over
+        if n.nr in _MOVES_ROOT:
+            # chroot, pivot_root, setns, unshare, the mount family: any task's root may
+            # be another one once this call is done.
+            unstable.add(n.pid)
+            self.drop_roots()
+        proc: Process | None = None
         try:
             try:
                 proc, st = self.d.tasks.thread(n.pid)
@@ -188,6 +230,29 @@ class MediatorCore:
                 self.lst.deny(n.id, errno.EPERM)
             else:
                 self.lst.allow(n.id)
+        finally:
+            if native is not None and proc is not None and (
+                    proc.untrusted or proc.exec_check is not None
+                    or proc.map_check is not None):
+                # Checks pending for a process (any of its threads): none is answered
+                # natively until Python has made them.
+                native.forget_process(proc.tgid)
+
+    def drop_roots(self) -> None:
+        """Close every kept root (ours and the native path's)."""
+        roots, self.roots = self.roots, {}
+        for fd in roots.values():
+            os.close(fd)
+        if self.native is not None:
+            self.native.fp.drop_roots()
+
+    def keep_roots(self) -> bool:
+        """May a thread's root be kept now? (Dropped when the task table changed.)"""
+        gen = self.d.tasks.generation
+        if gen != self.roots_gen:
+            self.drop_roots()
+            self.roots_gen = gen
+        return self.roots_allowed and not self.root_unstable
 
     def fault(self, n: Notification, reason: str) -> None:
         self.d.record_fault({"pid": n.pid, "syscall": n.name, "reason": reason})
@@ -251,6 +316,10 @@ class MediatorCore:
     def read_path(self, c: Ctx, addr: int) -> bytes | None:
         """The path argument at ``addr``; None after failing the call as the kernel would
         (a bad pointer is the task's own error, not an unmodelable event)."""
+        pre, self.path_read = self.path_read, None
+        if pre is not None and pre[0] == c.n.id and c.n.nr in _PATH_FIRST \
+                and addr == c.n.args[0 if c.n.nr == _NR["open"] else 1]:
+            return pre[1]  # read once, by the native path, for this very notification
         try:
             return self.read_str(c, addr)
         except OSError as exc:
@@ -341,6 +410,7 @@ class MediatorCore:
                 fast[fkey] = (p.coe, p.cell, co)
             if ev is None and tma.is_valid(co) is None:
                 ev = self._full(c, p)  # a new point: keep its description
+            self.last_co = co
             if self.d.model_event(c.proc, ev, co):
                 deny = True
         return deny

@@ -30,7 +30,7 @@ as a pre-existing file from then on (its real name and content digest).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -93,6 +93,12 @@ class CreatedTable:
         self._recs: dict[Key, Creation] = {}  # insertion order = creation order
         self._dirs: dict[str, Key] = {}
         self.evicted = 0
+        # Bumped whenever a directory is indexed: objects below it are now described
+        # relative to it (the native decision path drops what it recorded).
+        self.dir_generation = 0
+        # Told of every recorded creation (the native decision path forgets what it
+        # recorded about an object whose inode number is now a new object's).
+        self.on_add: Callable[[Key], None] | None = None
 
     def __len__(self) -> int:
         return len(self._recs)
@@ -113,6 +119,8 @@ class CreatedTable:
     def add(self, key: Key, rec: Creation) -> None:
         """Record a creation; a reused inode number replaces the old entry (and moves it
         to the young end, so eviction order is creation order)."""
+        if self.on_add is not None:
+            self.on_add(key)
         old = self._recs.pop(key, None)
         if old is not None:
             self._unindex(key, old)
@@ -137,6 +145,7 @@ class CreatedTable:
     def _index(self, key: Key, rec: Creation) -> None:
         if rec.is_dir and rec.where:
             self._dirs[rec.where] = key
+            self.dir_generation += 1
 
     def _unindex(self, key: Key, rec: Creation) -> None:
         if rec.is_dir and self._dirs.get(rec.where) == key:

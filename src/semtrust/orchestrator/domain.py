@@ -21,6 +21,8 @@ from semtrust.events import Event
 from semtrust.events.jsonexport import format_event
 from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
+from semtrust.orchestrator.native import NativeDecisions
+from semtrust.orchestrator.native import available as native_available
 from semtrust.orchestrator.report import Watch
 from semtrust.orchestrator.tasks import Process, TaskTable, read_status
 from semtrust.sensors.fileinfo import DigestPending
@@ -58,6 +60,7 @@ class Domain:
         self._own_pidns = _pidns(os.getpid())
         self.latencies = array.array("q")
         self.decisions = 0
+        self.native_decisions = 0  # answered by the native path (native.py)
         self.stop = threading.Event()
         self.listeners: list[Listener] = []
         # Called with (process, event) when a process becomes untrusted (e.g. by the
@@ -181,6 +184,13 @@ class Domain:
         poller.register(med.fi.wakeup, select.POLLIN)
         lat = self.latencies
         clock = time.perf_counter_ns
+        # Known points of the process mode are answered natively when it is built.
+        native: NativeDecisions | None = None
+        med.roots_allowed = mediator_cls is None
+        if mediator_cls is None and native_available() and type(self.tma) is TMA:
+            # (An external TMA sees every event itself: the native path would hide some.)
+            native = NativeDecisions(med, listener.fd, med.fi.wakeup)
+            med.native = native
 
         def decide(n: Notification, t0: int) -> None:
             listener.answered_ns = 0
@@ -193,27 +203,51 @@ class Domain:
                 lat.append((listener.answered_ns or clock()) - t0)
             self.decisions += 1
 
+        def woken() -> None:
+            med.fi.drain()
+            retry = waiting[:]
+            waiting.clear()
+            med.fi.waiting = 0
+            for again, t0 in retry:
+                decide(again, t0)
+
+        def received(n: Notification, t0: int) -> None:
+            if self.pidns_ino is None:
+                self.pidns_ino = _pidns(n.pid)
+            decide(n, t0)
+
         try:
             while not self.stop.is_set():
+                if native is not None:
+                    native.sync()
+                    got = native.fp.run(250)
+                    native.drain()
+                    if isinstance(got, tuple):
+                        nid, pid, nr, arch, args, t0, path = got
+                        if path is not None:
+                            med.path_read = (nid, path)
+                        received(Notification(nid, pid, nr, arch, args), t0)
+                    elif got == 1:
+                        woken()
+                    elif got == 2:
+                        return
+                    continue
                 ready = poller.poll(250)
                 for fd, mask in ready:
                     if fd == med.fi.wakeup:
-                        med.fi.drain()
-                        retry = waiting[:]
-                        waiting.clear()
-                        med.fi.waiting = 0
-                        for again, t0 in retry:
-                            decide(again, t0)
+                        woken()
                     elif mask & select.POLLIN:
                         n = listener.recv()
                         if n is None:
                             continue
-                        if self.pidns_ino is None:
-                            self.pidns_ino = _pidns(n.pid)
-                        decide(n, clock())
+                        received(n, clock())
                     elif mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                         return
         finally:
+            if native is not None:
+                native.drain()
+            med.drop_roots()
+            med.native = None
             med.fi.close()
             # With several listeners (runc exec hands over one per exec'd process),
             # only the last loop to end may close the task table's fds: others still read
@@ -257,7 +291,8 @@ class Domain:
                                "forensics": self.tma.forensics_count,
                                "faults": self.fault_count,
                                "untrusted_processes": len(self.tasks.untrusted()),
-                               "untrusted_events": self.untrusted_events}
+                               "untrusted_events": self.untrusted_events,
+                               "native_decisions": self.native_decisions}
         if lat:
             out["latency_ns_median"] = lat[len(lat) // 2]
             out["latency_ns_p99"] = lat[min(len(lat) - 1, (len(lat) * 99) // 100)]

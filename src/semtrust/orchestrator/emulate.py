@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from semtrust.orchestrator.tasks import Status
@@ -35,7 +35,7 @@ AT_FDCWD = -100
 _how = ctypes.create_string_buffer(24)
 
 
-def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+def _ctypes_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
     """``openat2(2)``; raises OSError with the kernel's errno."""
     struct.pack_into("=QQQ", _how, 0, flags & 0xFFFFFFFFFFFFFFFF, mode, resolve)
     fd = _libc.syscall(ctypes.c_long(NR_OPENAT2), ctypes.c_int(dirfd), ctypes.c_char_p(path),
@@ -44,6 +44,21 @@ def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
     return int(fd)
+
+
+_c_openat2: Callable[[int, bytes, int, int, int], int] | None
+try:
+    from semtrust.orchestrator._decide import openat2 as _c_openat2
+except ImportError:  # not built
+    _c_openat2 = None
+
+
+def openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
+    """``openat2(2)``; raises OSError with the kernel's errno (compiled when built: the
+    resolution of every mediated path makes a few of these calls)."""
+    if _c_openat2 is None:
+        return _ctypes_openat2(dirfd, path, flags, mode, resolve)
+    return _c_openat2(dirfd, path, flags & 0xFFFFFFFFFFFFFFFF, mode, resolve)
 
 
 class _CapHeader(ctypes.Structure):

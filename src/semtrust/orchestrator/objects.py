@@ -41,10 +41,11 @@ class Describer(Resolver):
 
     def _describe(self, c: Ctx, fd: int, flags: int, *, readable: bool,
                   st: os.stat_result | None = None) -> FileDesc:
+        self.last_plain = False
         try:
             if st is None:
                 st = os.fstat(fd)
-            shown = self._display_path(c, fd)
+            shown = self._display_path(c, fd, st)
             if shown.startswith("/proc/"):
                 self._guard_proc(c, fd, st, shown)
             shown = _stable_path(c, shown)
@@ -52,6 +53,8 @@ class Describer(Resolver):
             # Content of created objects is left out, except when it becomes code; an
             # object merely found under a created directory keeps its content digest.
             measure = rel is not None and (not rel.own or makes_code(c))
+            self.last_plain = rel is None and not shown.startswith("/proc/")
+            self.last_st = st
             kflags = _kernel_flags(flags)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                    st.st_mode, st.st_uid, st.st_gid, kflags, shown, rel, measure)

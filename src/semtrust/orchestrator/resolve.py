@@ -41,11 +41,13 @@ RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 MAXSYMLINKS = 40  # the kernel's bound on symlinks followed in one resolution
+MAX_ROOTS = 1024  # threads whose root is kept open
 PROC_ROOT_INO = 1
 NS_GET_PARENT = 0xB702
 _MAX_CLIMB = 16
 _O_PATH = os.O_PATH | os.O_CLOEXEC
 _STEP = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+_MISSING = -2  # _lookup_fast: the last component is missing and its parent is needed
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.readlinkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -113,6 +115,10 @@ class Resolver(MediatorCore):
     """Paths and descriptors resolved as the task sees them (its root, cwd and fds)."""
 
     _protected_symlinks = _protected_symlinks()
+    #: (tid, dirfd, path, root fd, start fd) opened ahead by ``_hold_bases``.
+    _held: tuple[int, int, bytes, int, int] | None = None
+    #: (fd, its stat) from the lookup that just returned fd (see ``stat_of``).
+    _fst: tuple[int, os.stat_result] | None = None
 
     # ---------------------------------------------------------------- public
     def _open_in_task(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
@@ -135,11 +141,12 @@ class Resolver(MediatorCore):
             if obj < 0:
                 # Missing last component of an O_CREAT open: create it where it resolved.
                 return openat2(pdir, name, flags | os.O_NOFOLLOW, mode, _STEP)
-            st = os.fstat(obj)
+            st = self.stat_of(obj)
             if flags & os.O_PATH:
                 if flags & os.O_DIRECTORY and not stat.S_ISDIR(st.st_mode):
                     raise OSError(errno.ENOTDIR, "not a directory")
                 fd, obj = obj, -1
+                self._fst = (fd, st)  # the caller's next stat_of(fd)
                 return fd
             if tmpfile:
                 return openat2(obj, b".", flags, mode, _STEP)
@@ -158,13 +165,46 @@ class Resolver(MediatorCore):
                 if fd >= 0:
                     os.close(fd)
 
+    def stat_of(self, fd: int) -> os.stat_result:
+        """``fstat(fd)``, or the stat just taken of that very descriptor by the lookup
+        that returned it (one O_PATH object is otherwise stat'ed three times a call)."""
+        kept, self._fst = self._fst, None
+        if kept is not None and kept[0] == fd:
+            return kept[1]
+        return os.fstat(fd)
+
     # -------------------------------------------------------------- resolution
+    def _hold_bases(self, c: Ctx, dirfd: int, path: bytes) -> None:
+        """Open the task's root and start directory now, with our own credentials.
+
+        ``/proc/TID/root``, ``cwd`` and ``fd/N`` need ptrace access to the task, which a
+        task that changed its credentials (non-dumpable) does not give its own uid: they
+        are opened before the credentials are switched for an emulated open, and the
+        resolutions made under the task's credentials start from copies of them.
+        """
+        self._release_bases()
+        if not path:
+            return
+        root, start = self._bases(c, dirfd, path)
+        self._held = (c.tid, dirfd, path, root, start)
+
+    def _release_bases(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            os.close(held[3])
+            os.close(held[4])
+
     def _bases(self, c: Ctx, dirfd: int, path: bytes) -> tuple[int, int]:
         """(root fd, start fd) of a resolution, both O_PATH and owned by the caller."""
-        try:
-            root = os.open(f"/proc/{c.tid}/root", _O_PATH)
-        except OSError as exc:
-            raise Unmodelable(f"root of task {c.tid}: {exc.strerror}") from None
+        held = self._held
+        if held is not None and held[:3] == (c.tid, dirfd, path):
+            root = os.dup(held[3])
+            try:
+                return root, os.dup(held[4])
+            except BaseException:
+                os.close(root)
+                raise
+        root = self._root_of(c)
         if path.startswith(b"/"):
             return root, os.dup(root)
         try:
@@ -180,6 +220,23 @@ class Resolver(MediatorCore):
             raise
         return root, start
 
+    def _root_of(self, c: Ctx) -> int:
+        """The task's root (O_PATH, the caller's), from the kept ones when allowed."""
+        keep = self.keep_roots()
+        if keep:
+            kept = self.roots.get(c.tid)
+            if kept is not None:
+                return os.dup(kept)
+        try:
+            root = os.open(f"/proc/{c.tid}/root", _O_PATH)
+        except OSError as exc:
+            raise Unmodelable(f"root of task {c.tid}: {exc.strerror}") from None
+        if keep:
+            if len(self.roots) >= MAX_ROOTS:
+                self.drop_roots()
+            self.roots[c.tid] = os.dup(root)
+        return root
+
     def _lookup(self, c: Ctx, dirfd: int, path: bytes, *, follow: bool, resolve: int,
                 need_parent: bool) -> tuple[int, bytes, int]:
         """(parent fd or -1, last name, object O_PATH fd or -1 when missing).
@@ -187,6 +244,7 @@ class Resolver(MediatorCore):
         The object is -1 only when the last component does not exist and
         ``need_parent`` is set (the parent is then an O_PATH fd of its directory).
         """
+        self._fst = None  # a kept stat is only ever this lookup's own
         if not path:
             if dirfd == AT_FDCWD:
                 raise OSError(errno.ENOENT, "empty path")
@@ -208,6 +266,10 @@ class Resolver(MediatorCore):
             fast = self._lookup_fast(c, root, start, path, follow, resolve, need_parent)
             if fast >= 0:
                 return -1, b"", fast
+            if fast == _MISSING:
+                pdir = self._parent_fast(root, start, path, resolve)
+                if pdir >= 0:
+                    return pdir, path.rpartition(b"/")[2], -1
             w = _Walk(root, resolve)
             return self._walk(c, w, start, path, follow, need_parent)
         finally:
@@ -229,17 +291,50 @@ class Resolver(MediatorCore):
         try:
             fd = openat2(base, path, _O_PATH | (0 if follow else os.O_NOFOLLOW), 0, res)
         except OSError as exc:
-            if exc.errno == errno.ELOOP or (exc.errno == errno.ENOENT and need_parent):
-                return -1  # a symlink on the way, or the parent is needed
+            if exc.errno == errno.ENOENT and need_parent:
+                return _MISSING  # the parent is needed (maybe in one step too)
+            if exc.errno == errno.ELOOP:
+                return -1  # a symlink on the way
             raise
         try:
-            if self._on_proc(fd, os.fstat(fd)):
+            st = os.fstat(fd)
+            if self._on_proc(fd, st):
                 os.close(fd)
                 return -1  # procfs entries are checked on the walk
         except OSError:
             os.close(fd)
             raise
+        self._fst = (fd, st)
         return fd
+
+    def _parent_fast(self, root: int, start: int, path: bytes, resolve: int) -> int:
+        """The directory a missing last component would be created in, resolved in one
+        kernel step like ``_lookup_fast``; -1 when the walk must decide (a symlink or
+        procfs on the way, a name like '.', or anything unexpected)."""
+        parent, _, name = path.rpartition(b"/")
+        if not name or name in (b".", b".."):
+            return -1
+        res = _STEP | (resolve & (RESOLVE_NO_XDEV | RESOLVE_BENEATH | RESOLVE_IN_ROOT))
+        base = start
+        if path.startswith(b"/"):
+            base, res = root, res | RESOLVE_IN_ROOT
+            parent = parent or b"/"
+        try:
+            pdir = openat2(base, parent or b".", _O_PATH | os.O_DIRECTORY, 0, res)
+        except OSError:
+            return -1
+        try:
+            if self._on_proc(pdir, os.fstat(pdir)):
+                raise OSError(errno.EAGAIN, "procfs: walk it")
+            try:
+                os.close(openat2(pdir, name, _O_PATH | os.O_NOFOLLOW, 0,
+                                 _STEP | (resolve & RESOLVE_NO_XDEV)))
+            except FileNotFoundError:
+                return pdir  # still missing: create it there
+            raise OSError(errno.EEXIST, "appeared meanwhile: walk it")
+        except OSError:
+            os.close(pdir)
+            return -1
 
     def _walk(self, c: Ctx, w: _Walk, start: int, path: bytes, follow: bool,
               need_parent: bool) -> tuple[int, bytes, int]:
@@ -275,6 +370,9 @@ class Resolver(MediatorCore):
                     if last and need_parent:
                         result = (cur, comp, -1)
                         break
+                    if need_parent and not any(comps):
+                        # "missing/": O_CREAT makes no directory (the kernel says EISDIR)
+                        raise IsADirectoryError(errno.EISDIR, "is a directory") from None
                     raise
                 nst = os.fstat(nxt)
                 if stat.S_ISLNK(nst.st_mode) and (follow or not last):
@@ -494,12 +592,14 @@ class Resolver(MediatorCore):
             return host is not None and self.d.in_domain(host)
         return self.d.in_domain(pid)
 
-    def _display_path(self, c: Ctx, fd: int) -> str:
+    def _display_path(self, c: Ctx, fd: int, st: os.stat_result | None = None) -> str:
         try:
             p = os.readlink(f"/proc/self/fd/{fd}")
-            st = os.fstat(fd)
+            if st is None:
+                st = os.fstat(fd)
         except OSError as exc:
             raise Unmodelable(f"cannot name the file: {exc.strerror}") from None
+        self.last_link = os.fsencode(p)  # the name the description is made from
         if stat.S_ISCHR(st.st_mode) and st.st_rdev in _STALLING_DEVICES:
             # A filesystem or device the workload would serve itself: our opens, hashing
             # and reads of its memory could then wait on it forever.

@@ -133,6 +133,9 @@ class TaskTable:
         self.procs: dict[int, Process] = {}
         self.threads: dict[int, tuple[int, Status | None]] = {}  # tid -> (tgid, status)
         self.by_nspid: dict[int, int] = {}
+        # Bumped by everything that changes what a known thread is (credentials, trust,
+        # identity, which threads exist): the native decision path re-registers threads.
+        self.generation = 0
 
     def thread(self, tid: int) -> tuple[Process, Status]:
         """The process of thread ``tid`` and the thread's current credentials."""
@@ -168,18 +171,21 @@ class TaskTable:
 
     def invalidate(self, tid: int) -> None:
         """Forget the cached credentials of ``tid`` (they may change with this call)."""
+        self.generation += 1
         ent = self.threads.get(tid)
         if ent is not None:
             self.threads[tid] = (ent[0], None)
 
     def invalidate_threads(self, tgid: int) -> None:
         """Forget the credentials and root of every thread of a process (chroot, setns...)."""
+        self.generation += 1
         for tid, ent in list(self.threads.items()):
             if ent[0] == tgid:
                 self.threads[tid] = (tgid, None)
 
     def invalidate_process(self, tgid: int) -> None:
         """Forget every thread of a process (exec replaces them all)."""
+        self.generation += 1
         for tid, ent in list(self.threads.items()):
             if ent[0] == tgid:
                 del self.threads[tid]
@@ -190,6 +196,7 @@ class TaskTable:
 
     def mark_untrusted(self, tgid: int) -> list[int]:
         """Mark a process and all its known descendants untrusted; return those newly marked."""
+        self.generation += 1
         marked: list[int] = []
         todo = [tgid]
         seen: set[int] = set()
@@ -213,6 +220,7 @@ class TaskTable:
         Run regularly (every few forks) so a recycled pid never inherits a dead
         process's identity, trust or cached credentials, and descriptors do not leak.
         """
+        self.generation += 1
         # list() snapshots: several serve() threads may share this table.
         for tid in [t for t in list(self.threads) if not os.path.exists(f"/proc/{t}")]:
             self.threads.pop(tid, None)

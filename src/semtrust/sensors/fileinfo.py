@@ -113,7 +113,12 @@ def _mount_sources() -> dict[int, tuple[str, str]]:
 
 
 def _hash_fd(fd: int, cancel: threading.Event | None = None, limit: int = MAX_HASH_BYTES,
-             seconds: float = HASH_SECONDS) -> bytes:
+             seconds: float = HASH_SECONDS, size: int = -1) -> bytes:
+    if 0 <= size < _DIGEST_CHUNK:
+        # Most files are small: one read to the end (a byte more proves it is the end).
+        data = os.pread(fd, size + 1, 0)
+        if len(data) <= size:
+            return hashlib.sha256(data).digest()
     h = hashlib.sha256()
     off = 0
     end = time.monotonic() + seconds
@@ -131,18 +136,19 @@ def _hash_fd(fd: int, cancel: threading.Event | None = None, limit: int = MAX_HA
         off += len(chunk)
 
 
-def _hash_object(fd: int, cancel: threading.Event | None, limit: int) -> bytes:
+def _hash_object(fd: int, cancel: threading.Event | None, limit: int, size: int = -1
+                 ) -> bytes:
     """Hash through ``fd`` itself when it is readable: a fanotify event's descriptor must
     not be reopened (the new open would wait for the very decision being made)."""
     try:
-        return _hash_fd(fd, cancel, limit)
+        return _hash_fd(fd, cancel, limit, size=size)
     except OSError as e:
         if e.errno != errno.EBADF:
             raise
     # An O_PATH (or write-only) descriptor: reopen the very same object for reading.
     rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        return _hash_fd(rfd, cancel, limit)
+        return _hash_fd(rfd, cancel, limit, size=size)
     finally:
         os.close(rfd)
 
@@ -237,7 +243,7 @@ class FileInfo:
         if job is not None or (self.async_over is not None and st.st_size > self.async_over):
             d = self._async(fd, key, job)
         else:
-            d = _hash_object(fd, self.cancel, self.max_bytes)
+            d = _hash_object(fd, self.cancel, self.max_bytes, st.st_size)
         if len(self._digests) >= MAX_DIGEST_CACHE:
             self._digests.clear()
         self._digests[key] = d

@@ -82,6 +82,8 @@ class FileHandlers(Describer):
         creating = bool(flags & O_CREAT) or (flags & O_TMPFILE) == O_TMPFILE
         emulate = (self.d.enforcing or self.d.emulate_opens or creating) \
             and not flags & O_PATH
+        if self.native is not None:
+            self.native.note_path(path)
         if creating or not emulate:
             # What we read must still be the notifying task's. (A plain emulated open needs
             # no check: ADDFD itself fails if the notification is no longer valid.)
@@ -109,7 +111,11 @@ class FileHandlers(Describer):
                 return
         finally:
             os.close(fd)
-        self.finish(c, [self.event(c, "file_open", self.file_cell(desc))])
+        if self.decide(c, [self.event(c, "file_open", self.file_cell(desc))]):
+            self.lst.deny(c.n.id, errno.EPERM)
+            return
+        if self.lst.allow(c.n.id) and self.native is not None and not self.d.enforcing:
+            self.native.learn(c, flags)
 
     def _open_emulated(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                        resolve: int, creating: bool) -> None:
@@ -125,7 +131,10 @@ class FileHandlers(Describer):
         created = False
         fd = -1
         try:
-            with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
+            switch = self.creds.needed(c.st)
+            if switch:
+                self._hold_bases(c, dirfd, path)
+            with self.creds.as_task(c.st) if switch else _NOOP:
                 if tmpfile:
                     fd = self._open_in_task(c, dirfd, path, flags | O_NOCTTY | O_CLOEXEC,
                                             mode & ~c.st.umask, res)
@@ -134,11 +143,14 @@ class FileHandlers(Describer):
                     fd, created = self._open_via_path_fd(c, dirfd, path, flags, mode, res,
                                                          creating)
         except _Observe:
+            self._release_bases()
             self._open_observed(c, dirfd, path, flags, resolve)
             return
         except OSError as exc:
             self.lst.deny(c.n.id, exc.errno or errno.EACCES)
             return
+        finally:
+            self._release_bases()
         try:
             st = os.fstat(fd)
             if created:
@@ -153,10 +165,10 @@ class FileHandlers(Describer):
             if self.decide(c, [ev]):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
-            if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode) \
-                    and flags & O_ACCMODE != os.O_RDONLY:
+            if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode):
                 try:
-                    os.ftruncate(fd, 0)
+                    with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
+                        os.truncate(f"/proc/self/fd/{fd}", 0)
                 except OSError as exc:
                     self.lst.deny(c.n.id, exc.errno or errno.EACCES)
                     return
@@ -166,6 +178,8 @@ class FileHandlers(Describer):
                 if exc.errno == errno.ENOENT:
                     return  # task gone
                 raise
+            if self.native is not None and not created:
+                self.native.learn(c, flags)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -173,11 +187,13 @@ class FileHandlers(Describer):
     def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                           res: int, creating: bool) -> tuple[int, bool]:
         """(fd, created) for a non-O_TMPFILE emulated open; raises OSError like the kernel."""
+        # O_CREAT|O_EXCL never follows a symlink in the last place (it "exists").
+        nofollow = O_NOFOLLOW if creating and flags & O_EXCL else flags & O_NOFOLLOW
         for _attempt in range(3):
             try:
                 pfd = self._open_in_task(c, dirfd, path,
-                                         os.O_PATH | os.O_CLOEXEC
-                                         | (flags & (O_NOFOLLOW | O_DIRECTORY)), 0, res)
+                                         os.O_PATH | os.O_CLOEXEC | nofollow
+                                         | (flags & O_DIRECTORY), 0, res)
             except FileNotFoundError:
                 if not creating:
                     raise
@@ -193,18 +209,22 @@ class FileHandlers(Describer):
             try:
                 if creating and flags & O_EXCL:
                     raise FileExistsError(errno.EEXIST, "exists")
-                st = os.fstat(pfd)
+                st = self.stat_of(pfd)
                 if stat.S_ISFIFO(st.st_mode):
                     raise _Observe  # opening would block us (or act as its partner)
                 if stat.S_ISLNK(st.st_mode):
                     raise OSError(errno.ELOOP, "symbolic link")  # O_NOFOLLOW
-                # O_TRUNC waits for the decision (_open_emulated: ftruncate on the
-                # writable descriptor): a denied open must not have emptied the file.
-                # (O_RDONLY|O_TRUNC, which Linux also truncates, keeps it here.)
-                later = O_TRUNC if flags & O_ACCMODE != os.O_RDONLY else 0
+                # O_TRUNC is applied only once the open is allowed (_truncate): the file
+                # is described as the kernel's file_open hook sees it, before truncation.
                 rflags = (flags | O_NOCTTY | O_CLOEXEC) & ~(O_CREAT | O_EXCL | O_NOFOLLOW
-                                                           | later)
-                return os.open(f"/proc/self/fd/{pfd}", rflags), False
+                                                            | O_TRUNC)
+                fd = os.open(f"/proc/self/fd/{pfd}", rflags)
+                if flags & O_TRUNC and (flags & O_ACCMODE) == os.O_RDONLY \
+                        and stat.S_ISREG(st.st_mode) \
+                        and not os.access(f"/proc/self/fd/{fd}", os.W_OK, effective_ids=True):
+                    os.close(fd)  # O_TRUNC asks for write permission, even read-only
+                    raise PermissionError(errno.EACCES, "no write permission to truncate")
+                return fd, False
             finally:
                 os.close(pfd)
         raise OSError(errno.EAGAIN, "file kept appearing and vanishing")

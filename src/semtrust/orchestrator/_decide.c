@@ -1,0 +1,975 @@
+/*
+ * semtrust.orchestrator._decide: the known-point decision, without Python.
+ *
+ * Most mediated calls of a running workload are opens of files it opened
+ * before: the event is already a valid point of the model. The pure-Python
+ * path spends ~15 us of interpreter time on each (dispatch, describe, decide).
+ * This module receives notifications itself and answers that common case in
+ * C, doing exactly what the Python path does for it:
+ *
+ *   the thread is one Python registered (trusted, credentials cached, no exec
+ *   or mapping check pending, no credential switch needed) -> the path is read
+ *   from the task's memory -> resolved from /proc/TID/root or /proc/TID/cwd or
+ *   /proc/TID/fd/N with openat2(RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+ *   [| RESOLVE_IN_ROOT]) to an O_PATH descriptor (the kernel's own step, as
+ *   Python's fast lookup does) -> the object's identity (dev, ino, size, mtime,
+ *   ctime, mode, uid, gid), the open's kernel flags and the name the kernel
+ *   gives it (readlink of /proc/self/fd/N) are looked up among the decisions
+ *   Python made -> enforcing, the object is opened through that descriptor,
+ *   checked again and injected (SECCOMP_IOCTL_NOTIF_ADDFD); learning, the call
+ *   continues.
+ *
+ * A name that does not resolve (ENOENT, ENOTDIR in that one step) fails the call
+ * with the kernel's error, as Python's one-step lookup does (no event: nothing was
+ * opened).
+ *
+ * An entry is a fact Python established: "for this task identity and COE
+ * (the token), the object in this state, opened with these flags and named so,
+ * is a valid point of the model". Whatever is not certain here -- another
+ * syscall, O_CREAT/O_TMPFILE/O_PATH/O_TRUNC, '..', a symlink on the way, procfs,
+ * an unknown thread or object, any error -- is handed to Python untouched
+ * (before any side effect), which decides it as before. Python keeps every
+ * rule; this module only replays answers Python gave, for objects whose state
+ * did not change.
+ *
+ * Counts of the points answered here and the decision latencies are collected
+ * and drained by Python into the TMA and the domain's statistics.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NR_OPEN 2
+#define NR_OPENAT 257
+#define AT_FDCWD_ -100
+#define PROC_MAGIC 0x9FA0
+#define PATH_MAX_ 4096
+#define LINK_MAX_ 4096
+#define VALID_FLAGS 0x7FFFC3u  /* the bits open/openat keep (VALID_OPEN_FLAGS in core.py) */
+#define TMPFILE_BIT 020000000
+#define LARGEFILE 0100000
+#define MAX_ENTRIES (1 << 16)
+#define ENTRY_SLOTS (1 << 17)
+#define THREAD_SLOTS 4096
+#define DEV_SLOTS 256
+#define MAX_LAT 65536
+#define PATH_SLOTS (1 << 16)
+
+typedef struct {
+    uint64_t dev, ino, mode, uid, gid;
+    int64_t size, mtime, mtime_ns, ctime, ctime_ns;
+} ident_t;
+
+typedef struct {
+    uint64_t hash;     /* 0: empty */
+    uint64_t token;
+    uint32_t kflags;
+    uint32_t slot;     /* Python's index of the coefficient */
+    ident_t id;
+    uint32_t linklen;
+    char *link;
+} entry_t;
+
+typedef struct {
+    int tid;           /* 0: empty */
+    uint64_t token;    /* 0: not answered here */
+    int root;          /* the thread's root (O_PATH), kept while roots are stable; -1 */
+} thread_t;
+
+typedef struct {
+    uint64_t dev;
+    uint32_t magic;
+    int used;
+} devmagic_t;
+
+typedef struct {
+    PyObject_HEAD
+    int lfd;
+    int wake;
+    int emulate;
+    int roots_ok;        /* Python: no call that may change a root is in flight */
+    uint64_t answered;   /* decisions answered here */
+    uint64_t handed;     /* notifications handed to Python */
+    uint64_t why[8];     /* why they were: see Fast_get_handed */
+    entry_t *entries;
+    uint32_t *used;      /* indices of the occupied entries (clearing costs what is held) */
+    Py_ssize_t nentries;
+    thread_t threads[THREAD_SLOTS];
+    Py_ssize_t nthreads;
+    devmagic_t devs[DEV_SLOTS];
+    /* Hashes of the paths Python decided (allowed or not found): a path never seen
+     * there is handed over at once, without resolving it here first (a first-seen
+     * file would otherwise be resolved twice). Only a filter: a hit still needs the
+     * object's entry. */
+    uint64_t paths[PATH_SLOTS];
+    Py_ssize_t npaths;
+    uint32_t *hits;      /* per slot, drained by Python */
+    uint32_t *dirty;     /* slots whose count went up since the last drain */
+    Py_ssize_t nhits, ndirty;
+    int64_t lat[MAX_LAT];
+    Py_ssize_t nlat;
+} Fast;
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t
+mix(uint64_t h, uint64_t v)
+{
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    h *= 0xFF51AFD7ED558CCDULL;
+    return h ^ (h >> 33);
+}
+
+static uint64_t
+entry_hash(uint64_t token, uint32_t kflags, const ident_t *id, const char *link,
+           size_t linklen)
+{
+    uint64_t h = 0x243F6A8885A308D3ULL;
+    h = mix(h, token);
+    h = mix(h, kflags);
+    h = mix(h, id->dev);
+    h = mix(h, id->ino);
+    h = mix(h, (uint64_t)id->size);
+    h = mix(h, (uint64_t)id->mtime ^ ((uint64_t)id->mtime_ns << 34));
+    h = mix(h, (uint64_t)id->ctime ^ ((uint64_t)id->ctime_ns << 34));
+    h = mix(h, id->mode | (id->uid << 20) | (id->gid << 42));
+    for (size_t i = 0; i < linklen; i++)
+        h = (h ^ (unsigned char)link[i]) * 0x100000001B3ULL;
+    h = mix(h, linklen);
+    return h ? h : 1;
+}
+
+static void
+ident_of(const struct stat *st, ident_t *id)
+{
+    id->dev = st->st_dev;
+    id->ino = st->st_ino;
+    id->mode = st->st_mode;
+    id->uid = st->st_uid;
+    id->gid = st->st_gid;
+    id->size = st->st_size;
+    id->mtime = st->st_mtim.tv_sec;
+    id->mtime_ns = st->st_mtim.tv_nsec;
+    id->ctime = st->st_ctim.tv_sec;
+    id->ctime_ns = st->st_ctim.tv_nsec;
+}
+
+static int
+ident_eq(const ident_t *a, const ident_t *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->mode == b->mode && a->uid == b->uid
+        && a->gid == b->gid && a->size == b->size && a->mtime == b->mtime
+        && a->mtime_ns == b->mtime_ns && a->ctime == b->ctime && a->ctime_ns == b->ctime_ns;
+}
+
+static void
+clear_entries(Fast *f)
+{
+    if (f->entries == NULL)
+        return;
+    for (Py_ssize_t k = 0; k < f->nentries; k++) {
+        entry_t *e = &f->entries[f->used[k]];
+        free(e->link);
+        e->link = NULL;
+        e->hash = 0;
+    }
+    f->nentries = 0;
+}
+
+static uint64_t
+path_hash(const char *p, size_t len)
+{
+    uint64_t h = 0xCBF29CE484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001B3ULL;
+    h = mix(h, len);
+    return h ? h : 1;
+}
+
+static int
+path_seen(Fast *f, uint64_t h, int insert)
+{
+    uint32_t i = (uint32_t)h & (PATH_SLOTS - 1);
+    for (;;) {
+        if (f->paths[i] == h)
+            return 1;
+        if (f->paths[i] == 0) {
+            if (!insert)
+                return 0;
+            if (f->npaths >= PATH_SLOTS / 2) {
+                memset(f->paths, 0, sizeof(f->paths));
+                f->npaths = 0;
+                return path_seen(f, h, 1);
+            }
+            f->paths[i] = h;
+            f->npaths++;
+            return 1;
+        }
+        i = (i + 1) & (PATH_SLOTS - 1);
+    }
+}
+
+static void
+drop_roots(Fast *f)
+{
+    for (Py_ssize_t i = 0; i < THREAD_SLOTS; i++) {
+        if (f->threads[i].tid != 0 && f->threads[i].root >= 0) {
+            close(f->threads[i].root);
+            f->threads[i].root = -1;
+        }
+    }
+}
+
+static void
+clear_threads(Fast *f)
+{
+    drop_roots(f);
+    memset(f->threads, 0, sizeof(f->threads));
+    f->nthreads = 0;
+}
+
+static thread_t *
+thread_slot(Fast *f, int tid, int insert)
+{
+    uint32_t i = ((uint32_t)tid * 2654435761u) & (THREAD_SLOTS - 1);
+    for (int n = 0; n < THREAD_SLOTS; n++, i = (i + 1) & (THREAD_SLOTS - 1)) {
+        if (f->threads[i].tid == tid)
+            return &f->threads[i];
+        if (f->threads[i].tid == 0) {
+            if (!insert)
+                return NULL;
+            if (f->nthreads >= THREAD_SLOTS / 2) {
+                clear_threads(f);
+                return thread_slot(f, tid, 1);
+            }
+            f->nthreads++;
+            f->threads[i].tid = tid;
+            f->threads[i].root = -1;
+            return &f->threads[i];
+        }
+    }
+    return NULL;
+}
+
+static const entry_t *
+find_entry(Fast *f, uint64_t token, uint32_t kflags, const ident_t *id, const char *link,
+           size_t linklen)
+{
+    uint64_t h = entry_hash(token, kflags, id, link, linklen);
+    uint32_t i = (uint32_t)h & (ENTRY_SLOTS - 1);
+    for (;;) {
+        const entry_t *e = &f->entries[i];
+        if (e->hash == 0)
+            return NULL;
+        if (e->hash == h && e->token == token && e->kflags == kflags && e->linklen == linklen
+                && ident_eq(&e->id, id) && memcmp(e->link, link, linklen) == 0)
+            return e;
+        i = (i + 1) & (ENTRY_SLOTS - 1);
+    }
+}
+
+static uint32_t
+fs_magic(Fast *f, int fd, uint64_t dev, int *ok)
+{
+    uint32_t i = (uint32_t)(dev * 0x9E3779B97F4A7C15ULL >> 56) & (DEV_SLOTS - 1);
+    for (int n = 0; n < DEV_SLOTS; n++, i = (i + 1) & (DEV_SLOTS - 1)) {
+        if (f->devs[i].used && f->devs[i].dev == dev) {
+            *ok = 1;
+            return f->devs[i].magic;
+        }
+        if (!f->devs[i].used) {
+            struct statfs sfs;
+            if (fstatfs(fd, &sfs) != 0) {
+                *ok = 0;
+                return 0;
+            }
+            f->devs[i].used = 1;
+            f->devs[i].dev = dev;
+            f->devs[i].magic = (uint32_t)sfs.f_type;
+            *ok = 1;
+            return f->devs[i].magic;
+        }
+    }
+    *ok = 0;  /* table full: let Python decide */
+    return 0;
+}
+
+/* The NUL-terminated path at addr in the task, read as Python reads it (chunks that
+ * do not cross a page). 0 on success; -1 for anything Python must look at. */
+static int
+read_path(pid_t tid, uint64_t addr, char *out)
+{
+    size_t got = 0;
+    if (addr == 0)
+        return -1;
+    while (got < PATH_MAX_) {
+        size_t size = 256;
+        size_t room = 4096 - (addr % 4096);
+        if (room < size)
+            size = room;
+        if (got + size > PATH_MAX_)
+            size = PATH_MAX_ - got;
+        struct iovec local = {out + got, size};
+        struct iovec remote = {(void *)(uintptr_t)addr, size};
+        ssize_t n = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+        if (n <= 0)
+            return -1;
+        char *nul = memchr(out + got, 0, (size_t)n);
+        if (nul != NULL)
+            return 0;
+        got += (size_t)n;
+        addr += (uint64_t)n;
+    }
+    return -1;
+}
+
+static int
+open_proc(pid_t tid, const char *what)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/%d/%s", (int)tid, what);
+    return open(p, O_PATH | O_CLOEXEC);
+}
+
+static int
+send_error(Fast *f, uint64_t id, int err)
+{
+    struct seccomp_notif_resp r = {.id = id, .val = 0, .error = -err, .flags = 0};
+    return ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_SEND, &r);
+}
+
+static int
+send_continue(Fast *f, uint64_t id)
+{
+    struct seccomp_notif_resp r = {.id = id, .val = 0, .error = 0,
+                                   .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+    return ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_SEND, &r);
+}
+
+/* Try to answer a notification here: 1 answered, 0 hand it to Python. Nothing with a
+ * side effect happens before the decision is known to be Python's (the open through
+ * the O_PATH descriptor comes after the lookup). */
+static int
+try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *have_path)
+{
+    int nr = n->data.nr;
+    int dirfd;
+    uint64_t paddr;
+    uint32_t flags;
+    if (n->data.arch != AUDIT_ARCH_X86_64 || f->entries == NULL || f->nentries == 0) {
+        f->why[0]++;
+        return 0;
+    }
+    if (nr == NR_OPEN) {
+        dirfd = AT_FDCWD_;
+        paddr = n->data.args[0];
+        flags = (uint32_t)n->data.args[1];
+    } else if (nr == NR_OPENAT) {
+        dirfd = (int)(int32_t)(uint32_t)n->data.args[0];
+        paddr = n->data.args[1];
+        flags = (uint32_t)n->data.args[2];
+    } else {
+        f->why[0]++;
+        return 0;
+    }
+    pid_t tid = (pid_t)n->pid;
+    thread_t *t = thread_slot(f, tid, 0);
+    if (t == NULL || t->token == 0) {
+        f->why[1]++;
+        return 0;
+    }
+    flags &= VALID_FLAGS;
+    if (flags & (O_CREAT | TMPFILE_BIT | O_PATH | O_TRUNC)) {
+        f->why[2]++;
+        return 0;
+    }
+    if (read_path(tid, paddr, path) != 0) {
+        f->why[3]++;
+        return 0;
+    }
+    *have_path = 1;  /* handed over with the notification: Python need not read it */
+    if (path[0] == 0 || strstr(path, "..") != NULL
+            || !path_seen(f, path_hash(path, strlen(path)), 0)) {
+        f->why[3]++;
+        return 0;
+    }
+    if (!f->emulate && ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_ID_VALID, &n->id) != 0)
+        return 0;  /* what we read may not be the task's: Python sorts it out */
+    int base, res = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    int own_base = 1;
+    if (path[0] == '/') {
+        /* The root is kept per thread while no call that may change a root is in
+         * flight (Python says so: chroot, pivot_root, setns, unshare, mounts). */
+        if (f->roots_ok && t->root >= 0) {
+            base = t->root;
+            own_base = 0;
+        } else {
+            base = open_proc(tid, "root");
+            if (base >= 0 && f->roots_ok) {
+                t->root = base;
+                own_base = 0;
+            }
+        }
+        res |= RESOLVE_IN_ROOT;
+    } else if (dirfd == AT_FDCWD_) {
+        base = open_proc(tid, "cwd");
+    } else {
+        char what[32];
+        if (dirfd < 0)
+            return 0;
+        snprintf(what, sizeof(what), "fd/%d", dirfd);
+        base = open_proc(tid, what);
+    }
+    if (base < 0)
+        return 0;
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC | (flags & O_NOFOLLOW), .mode = 0,
+                           .resolve = (uint64_t)res};
+    int obj = (int)syscall(SYS_openat2, base, path, &how, sizeof(how));
+    int err = errno;
+    if (own_base)
+        close(base);
+    if (obj < 0) {
+        /* A name that is not there (a search path probed): Python's one-step lookup
+         * fails the call with the kernel's error and models nothing; so does this. Any
+         * other error (a symlink on the way: ELOOP) is Python's. */
+        if (err != ENOENT && err != ENOTDIR) {
+            f->why[4]++;
+            return 0;
+        }
+        int64_t t1 = now_ns();
+        if (send_error(f, n->id, err) != 0 && errno != ENOENT)
+            return 0;
+        f->answered++;
+        if (f->nlat < MAX_LAT)
+            f->lat[f->nlat++] = t1 - t0;
+        return 1;
+    }
+    int fd = -1, done = 0;
+    struct stat st;
+    char self[48], link[LINK_MAX_];
+    if (fstat(obj, &st) != 0)
+        goto out;
+    if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode))
+        goto out;
+    if ((flags & O_DIRECTORY) && !S_ISDIR(st.st_mode))
+        goto out;
+    int ok;
+    uint32_t magic = fs_magic(f, obj, st.st_dev, &ok);
+    if (!ok || magic == PROC_MAGIC)
+        goto out;
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", obj);
+    ssize_t ll = readlink(self, link, sizeof(link));
+    if (ll <= 0 || ll >= (ssize_t)sizeof(link))
+        goto out;
+    ident_t id;
+    ident_of(&st, &id);
+    uint32_t kflags = (flags | LARGEFILE) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC);
+    const entry_t *e = find_entry(f, t->token, kflags, &id, link, (size_t)ll);
+    if (e == NULL) {
+        f->why[6]++;
+        goto out;
+    }
+    int64_t t1;
+    if (f->emulate) {
+        int rflags = (int)((flags | O_NOCTTY | O_CLOEXEC) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOFOLLOW));
+        fd = open(self, rflags);
+        if (fd < 0)
+            goto out;  /* Python opens again and fails the call with the kernel's error */
+        struct stat st2;
+        ident_t id2;
+        if (fstat(fd, &st2) != 0)
+            goto out;
+        ident_of(&st2, &id2);
+        if (!ident_eq(&id, &id2))
+            goto out;  /* changed between the check and the open: Python decides */
+        struct seccomp_notif_addfd a = {.id = n->id, .flags = SECCOMP_ADDFD_FLAG_SEND,
+                                        .srcfd = (uint32_t)fd, .newfd = 0,
+                                        .newfd_flags = (flags & O_CLOEXEC) ? O_CLOEXEC : 0};
+        t1 = now_ns();
+        if (ioctl(f->lfd, SECCOMP_IOCTL_NOTIF_ADDFD, &a) < 0 && errno != ENOENT)
+            goto out;  /* an unexpected failure: Python's path reports it */
+    } else {
+        t1 = now_ns();
+        if (send_continue(f, n->id) != 0 && errno != ENOENT)
+            goto out;
+    }
+    done = 1;
+    f->why[7]--;  /* not handed after all (see out:) */
+    f->answered++;
+    if (e->slot < (uint32_t)f->nhits && f->hits[e->slot]++ == 0)
+        f->dirty[f->ndirty++] = e->slot;
+    if (f->nlat < MAX_LAT)
+        f->lat[f->nlat++] = t1 - t0;
+out:
+    f->why[7]++;  /* object-level reasons (type, procfs, name, open): not counted above */
+    if (fd >= 0)
+        close(fd);
+    close(obj);
+    return done;
+}
+
+/* ------------------------------------------------------------------ Python */
+
+static int
+Fast_init(Fast *self, PyObject *args, PyObject *kw)
+{
+    int lfd, wake;
+    if (!PyArg_ParseTuple(args, "ii", &lfd, &wake))
+        return -1;
+    self->lfd = lfd;
+    self->wake = wake;
+    self->emulate = 0;
+    self->roots_ok = 0;
+    if (self->entries == NULL) {
+        self->entries = calloc(ENTRY_SLOTS, sizeof(entry_t));
+        self->used = calloc(MAX_ENTRIES, sizeof(uint32_t));
+        if (self->entries == NULL || self->used == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    clear_entries(self);
+    clear_threads(self);
+    memset(self->devs, 0, sizeof(self->devs));
+    memset(self->paths, 0, sizeof(self->paths));
+    self->npaths = 0;
+    return 0;
+}
+
+static void
+Fast_dealloc(Fast *self)
+{
+    clear_entries(self);
+    clear_threads(self);
+    free(self->entries);
+    free(self->used);
+    free(self->hits);
+    free(self->dirty);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Fast_run(Fast *self, PyObject *arg)
+{
+    /* Answer what can be answered here until a notification needs Python (returned
+     * as a tuple, with the path argument of an open when it was read here), the wakeup descriptor is readable (1), the listener hung up (2),
+     * nothing came within the timeout or a signal arrived (0). */
+    int timeout = (int)PyLong_AsLong(arg);
+    if (timeout == -1 && PyErr_Occurred())
+        return NULL;
+    struct pollfd p[2] = {{self->lfd, POLLIN, 0}, {self->wake, POLLIN, 0}};
+    int np = self->wake >= 0 ? 2 : 1;
+    for (;;) {
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = poll(p, (nfds_t)np, timeout);
+        Py_END_ALLOW_THREADS
+        if (rc < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() != 0)
+                    return NULL;
+                return PyLong_FromLong(0);
+            }
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (rc == 0)
+            return PyLong_FromLong(0);
+        if (np == 2 && (p[1].revents & POLLIN))
+            return PyLong_FromLong(1);
+        if (p[0].revents & POLLIN) {
+            struct seccomp_notif n;
+            memset(&n, 0, sizeof(n));
+            int r;
+            Py_BEGIN_ALLOW_THREADS
+            r = ioctl(self->lfd, SECCOMP_IOCTL_NOTIF_RECV, &n);
+            Py_END_ALLOW_THREADS
+            if (r != 0) {
+                if (errno == ENOENT || errno == EINTR || errno == EAGAIN)
+                    continue;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+            int64_t t0 = now_ns();
+            char path[PATH_MAX_ + 1];
+            int have_path = 0;
+            if (try_fast(self, &n, t0, path, &have_path))
+                continue;
+            self->handed++;
+            PyObject *pobj;
+            if (have_path) {
+                pobj = PyBytes_FromString(path);
+                if (pobj == NULL)
+                    return NULL;
+            } else {
+                pobj = Py_NewRef(Py_None);
+            }
+            return Py_BuildValue("(KIiI(KKKKKK)LN)", (unsigned long long)n.id, n.pid,
+                                 n.data.nr, n.data.arch,
+                                 (unsigned long long)n.data.args[0],
+                                 (unsigned long long)n.data.args[1],
+                                 (unsigned long long)n.data.args[2],
+                                 (unsigned long long)n.data.args[3],
+                                 (unsigned long long)n.data.args[4],
+                                 (unsigned long long)n.data.args[5], (long long)t0, pobj);
+        }
+        if (p[0].revents & (POLLHUP | POLLERR | POLLNVAL))
+            return PyLong_FromLong(2);
+    }
+}
+
+static PyObject *
+Fast_register(Fast *self, PyObject *args)
+{
+    int tid;
+    unsigned long long token;
+    if (!PyArg_ParseTuple(args, "iK", &tid, &token))
+        return NULL;
+    if (tid <= 0)
+        Py_RETURN_NONE;
+    thread_t *t = thread_slot(self, tid, 1);
+    if (t != NULL)
+        t->token = token;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_forget_thread(Fast *self, PyObject *arg)
+{
+    int tid = (int)PyLong_AsLong(arg);
+    if (tid == -1 && PyErr_Occurred())
+        return NULL;
+    thread_t *t = thread_slot(self, tid, 0);
+    if (t != NULL) {
+        t->token = 0;
+        if (t->root >= 0) {
+            close(t->root);
+            t->root = -1;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_drop_roots(Fast *self, PyObject *unused)
+{
+    drop_roots(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_forget_threads(Fast *self, PyObject *unused)
+{
+    clear_threads(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_clear(Fast *self, PyObject *unused)
+{
+    clear_entries(self);
+    clear_threads(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_learn(Fast *self, PyObject *args)
+{
+    unsigned long long token, dev, ino, mode, uid, gid;
+    long long size, mtime_ns, ctime_ns;
+    unsigned int kflags, slot;
+    const char *link;
+    Py_ssize_t linklen;
+    if (!PyArg_ParseTuple(args, "KIKKLLLKKKy#I", &token, &kflags, &dev, &ino, &size,
+                          &mtime_ns, &ctime_ns, &mode, &uid, &gid, &link, &linklen, &slot))
+        return NULL;
+    if (token == 0 || linklen <= 0 || linklen >= LINK_MAX_)
+        Py_RETURN_FALSE;
+    if (self->nentries >= MAX_ENTRIES)
+        clear_entries(self);  /* bounded: start over */
+    ident_t id = {.dev = dev, .ino = ino, .mode = mode, .uid = uid, .gid = gid,
+                  .size = size, .mtime = mtime_ns / 1000000000LL,
+                  .mtime_ns = mtime_ns % 1000000000LL, .ctime = ctime_ns / 1000000000LL,
+                  .ctime_ns = ctime_ns % 1000000000LL};
+    if (find_entry(self, token, kflags, &id, link, (size_t)linklen) != NULL)
+        Py_RETURN_TRUE;
+    if ((Py_ssize_t)slot >= self->nhits) {
+        Py_ssize_t n = self->nhits ? self->nhits : 1024;
+        while (n <= (Py_ssize_t)slot)
+            n *= 2;
+        uint32_t *h = realloc(self->hits, (size_t)n * sizeof(uint32_t));
+        if (h == NULL)
+            return PyErr_NoMemory();
+        memset(h + self->nhits, 0, (size_t)(n - self->nhits) * sizeof(uint32_t));
+        self->hits = h;
+        uint32_t *d = realloc(self->dirty, (size_t)n * sizeof(uint32_t));
+        if (d == NULL)
+            return PyErr_NoMemory();
+        self->dirty = d;
+        self->nhits = n;
+    }
+    char *copy = malloc((size_t)linklen);
+    if (copy == NULL)
+        return PyErr_NoMemory();
+    memcpy(copy, link, (size_t)linklen);
+    uint64_t h = entry_hash(token, kflags, &id, link, (size_t)linklen);
+    uint32_t i = (uint32_t)h & (ENTRY_SLOTS - 1);
+    while (self->entries[i].hash != 0)
+        i = (i + 1) & (ENTRY_SLOTS - 1);
+    entry_t *e = &self->entries[i];
+    e->hash = h;
+    e->token = token;
+    e->kflags = kflags;
+    e->slot = slot;
+    e->id = id;
+    e->linklen = (uint32_t)linklen;
+    e->link = copy;
+    self->used[self->nentries++] = i;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+Fast_note_path(Fast *self, PyObject *arg)
+{
+    char *p;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(arg, &p, &len) < 0)
+        return NULL;
+    uint64_t h = path_hash(p, (size_t)len);
+    if (path_seen(self, h, 0))
+        Py_RETURN_TRUE;
+    path_seen(self, h, 1);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+Fast_drain(Fast *self, PyObject *unused)
+{
+    /* (latencies in ns as bytes of int64, [(slot, hits)...]) since the last drain. */
+    PyObject *lat = PyBytes_FromStringAndSize((const char *)self->lat,
+                                              self->nlat * (Py_ssize_t)sizeof(int64_t));
+    if (lat == NULL)
+        return NULL;
+    self->nlat = 0;
+    PyObject *hits = PyList_New(0);
+    if (hits == NULL) {
+        Py_DECREF(lat);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < self->ndirty; k++) {
+        uint32_t i = self->dirty[k];
+        PyObject *t = Py_BuildValue("(II)", i, self->hits[i]);
+        if (t == NULL || PyList_Append(hits, t) != 0) {
+            Py_XDECREF(t);
+            Py_DECREF(hits);
+            Py_DECREF(lat);
+            return NULL;
+        }
+        Py_DECREF(t);
+        self->hits[i] = 0;
+    }
+    self->ndirty = 0;
+    return Py_BuildValue("(NN)", lat, hits);
+}
+
+static PyObject *
+Fast_get_emulate(Fast *self, void *c)
+{
+    return PyBool_FromLong(self->emulate);
+}
+
+static int
+Fast_set_emulate(Fast *self, PyObject *v, void *c)
+{
+    int b = PyObject_IsTrue(v);
+    if (b < 0)
+        return -1;
+    self->emulate = b;
+    return 0;
+}
+
+static PyObject *
+Fast_get_roots_ok(Fast *self, void *c)
+{
+    return PyBool_FromLong(self->roots_ok);
+}
+
+static int
+Fast_set_roots_ok(Fast *self, PyObject *v, void *c)
+{
+    int b = PyObject_IsTrue(v);
+    if (b < 0)
+        return -1;
+    self->roots_ok = b;
+    if (!b)
+        drop_roots(self);
+    return 0;
+}
+
+static PyObject *
+Fast_get_answered(Fast *self, void *c)
+{
+    return PyLong_FromUnsignedLongLong(self->answered);
+}
+
+static PyObject *
+Fast_get_handed(Fast *self, void *c)
+{
+    /* (total, other call or no entries, thread not registered, flags, path, resolution,
+     * -, no entry for the object, object-level) -- for profiling the native path. */
+    return Py_BuildValue("(KKKKKKKKK)", (unsigned long long)self->handed,
+                         (unsigned long long)self->why[0], (unsigned long long)self->why[1],
+                         (unsigned long long)self->why[2], (unsigned long long)self->why[3],
+                         (unsigned long long)self->why[4], (unsigned long long)self->why[5],
+                         (unsigned long long)self->why[6], (unsigned long long)self->why[7]);
+}
+
+static PyObject *
+Fast_get_entries(Fast *self, void *c)
+{
+    return PyLong_FromSsize_t(self->nentries);
+}
+
+static PyGetSetDef Fast_getset[] = {
+    {"emulate", (getter)Fast_get_emulate, (setter)Fast_set_emulate,
+     "enforcing: open the object and inject it (else the call continues)", NULL},
+    {"roots_ok", (getter)Fast_get_roots_ok, (setter)Fast_set_roots_ok,
+     "may a thread's root be kept (False also closes the kept ones)", NULL},
+    {"answered", (getter)Fast_get_answered, NULL, "decisions answered here", NULL},
+    {"entries", (getter)Fast_get_entries, NULL, "known decisions held", NULL},
+    {"handed", (getter)Fast_get_handed, NULL, "notifications handed to Python, by reason", NULL},
+    {NULL},
+};
+
+static PyMethodDef Fast_methods[] = {
+    {"run", (PyCFunction)Fast_run, METH_O, "serve until Python is needed"},
+    {"register", (PyCFunction)Fast_register, METH_VARARGS, "answer a thread's opens here"},
+    {"forget_thread", (PyCFunction)Fast_forget_thread, METH_O, "stop answering a thread"},
+    {"forget_threads", (PyCFunction)Fast_forget_threads, METH_NOARGS, "no thread answered"},
+    {"clear", (PyCFunction)Fast_clear, METH_NOARGS, "forget every decision and thread"},
+    {"drop_roots", (PyCFunction)Fast_drop_roots, METH_NOARGS, "close every kept root"},
+    {"learn", (PyCFunction)Fast_learn, METH_VARARGS, "record one of Python's decisions"},
+    {"drain", (PyCFunction)Fast_drain, METH_NOARGS, "latencies and point counts"},
+    {"note_path", (PyCFunction)Fast_note_path, METH_O, "a path Python decided"},
+    {NULL},
+};
+
+static PyTypeObject FastType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "semtrust.orchestrator._decide.FastPath",
+    .tp_basicsize = sizeof(Fast),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Fast_init,
+    .tp_dealloc = (destructor)Fast_dealloc,
+    .tp_methods = Fast_methods,
+    .tp_getset = Fast_getset,
+    .tp_doc = "Known-point decisions answered natively (see the module docstring).",
+};
+
+static PyObject *
+serve_continue(PyObject *module, PyObject *arg)
+{
+    /* The floor of supervision, for benchmarks: answer every notification on the
+     * listener with CONTINUE until no task uses the filter; returns how many. */
+    int lfd = (int)PyLong_AsLong(arg);
+    if (lfd == -1 && PyErr_Occurred())
+        return NULL;
+    unsigned long long count = 0;
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct pollfd p = {lfd, POLLIN, 0};
+    for (;;) {
+        if (poll(&p, 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        if (!(p.revents & POLLIN))
+            break;  /* hung up: the supervised tasks are gone */
+        struct seccomp_notif n;
+        memset(&n, 0, sizeof(n));
+        if (ioctl(lfd, SECCOMP_IOCTL_NOTIF_RECV, &n) != 0)
+            continue;
+        struct seccomp_notif_resp r = {.id = n.id, .val = 0, .error = 0,
+                                       .flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE};
+        if (ioctl(lfd, SECCOMP_IOCTL_NOTIF_SEND, &r) == 0)
+            count++;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromUnsignedLongLong(count);
+}
+
+static PyObject *
+py_openat2(PyObject *module, PyObject *args)
+{
+    /* openat2(2) for the Python path's resolution (ctypes costs a microsecond more). */
+    int dirfd;
+    const char *path;
+    Py_ssize_t plen;
+    unsigned long long flags, mode, resolve;
+    if (!PyArg_ParseTuple(args, "iy#KKK", &dirfd, &path, &plen, &flags, &mode, &resolve))
+        return NULL;
+    struct open_how how = {.flags = flags, .mode = mode, .resolve = resolve};
+    long fd;
+    Py_BEGIN_ALLOW_THREADS
+    fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+    Py_END_ALLOW_THREADS
+    if (fd < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(fd);
+}
+
+static PyMethodDef module_methods[] = {
+    {"openat2", (PyCFunction)py_openat2, METH_VARARGS, "openat2(dirfd, path, flags, mode, resolve)"},
+    {"serve_continue", (PyCFunction)serve_continue, METH_O,
+     "answer every notification with CONTINUE (the benchmark's floor)"},
+    {NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_decide",
+    "Known-point open decisions answered without Python.", -1, module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__decide(void)
+{
+    if (PyType_Ready(&FastType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FastType);
+    if (PyModule_AddObject(m, "FastPath", (PyObject *)&FastType) < 0) {
+        Py_DECREF(&FastType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
