@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from semtrust.errors import InputError
-from semtrust.events.jsonexport import format_event, parse_record
+from semtrust.events.jsonexport import parse_record
 from semtrust.events.record import Event, LegacyEvent
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.tma import Mode, ModeledEvent, Verdict
+from semtrust.tma.lines import LineFormatter
 from semtrust.tma.protocol import (
     MAX_FRAME,
     VERSION,
@@ -144,6 +145,7 @@ class RemoteTMA:
         self.model_bytes: dict[bytes, bytes] = {}
         self.mismatches = 0
         self._snapshot: dict[bytes, ModeledEvent] = {}
+        self._lines = LineFormatter()
         try:
             self._conn = Connection(addr, tls)
             self._conn.call({"op": "hello"})
@@ -296,7 +298,7 @@ class RemoteTMA:
         is release by definition and the record is pipelined)."""
         if not isinstance(ev, Event):
             raise TMALost("an external TMA needs every event as its export record")
-        line = format_event(ev)
+        line = self._lines.line(ev)
         with self._lock:
             if self.lost is not None:
                 raise TMALost(f"external TMA {self.addr} lost: {self.lost}")
