@@ -9,7 +9,8 @@ session: ``open`` hands out a random token that every later change and a resume
 must show, so another process of the same uid (a root workload on the
 orchestrator's host, say) cannot feed or poison the domain. Any authenticated
 peer may read and attest it.
-One thread per connection; one lock per domain.
+Connections are served by one event-loop thread (``semtrust.tma.loop``); one lock
+per domain.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from semtrust.attest.attestation import (
     PrivateKey,
@@ -37,15 +38,13 @@ from semtrust.attest.attestation import (
 from semtrust.errors import InputError, SemtrustError
 from semtrust.model.modelfile import parse_model
 from semtrust.tma.domains import VIEWS, SequenceError, ServedDomain
+from semtrust.tma.loop import Loop
 from semtrust.tma.protocol import (
-    MAX_FRAME,
-    MAX_SMALL_FRAME,
     VERSION,
     Address,
     ProtocolError,
     TLSFiles,
     encode,
-    read_frame,
     server_context,
 )
 
@@ -78,6 +77,7 @@ class TMAServer:
         self._listeners: list[socket.socket] = []
         self._paths: list[str] = []
         self._conns: set[socket.socket] = set()
+        self._loop: Loop | None = None
         self._closed = threading.Event()
         self.handlers: dict[str, Handler] = {
             "hello": self._hello, "open": self._open, "aggregate": self._aggregate,
@@ -105,18 +105,12 @@ class TMAServer:
             addr = Address("tcp", host=addr.host, port=s.getsockname()[1])
         s.listen(128)
         self._listeners.append(s)
-        threading.Thread(target=self._accept_loop, args=(s, addr), daemon=True,
-                         name=f"tma-accept-{addr.kind}").start()
+        with self.lock:
+            if self._loop is None:
+                self._loop = Loop(self)
+            loop = self._loop
+        loop.add_listener(s, addr.kind)
         return addr
-
-    def _accept_loop(self, s: socket.socket, addr: Address) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn, addr.kind), daemon=True,
-                             name="tma-conn").start()
 
     def wait(self) -> None:
         self._closed.wait()
@@ -124,7 +118,6 @@ class TMAServer:
     def close(self) -> None:
         self._closed.set()
         for s in self._listeners:
-            # shutdown wakes the thread blocked in accept(); close alone would not.
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
@@ -134,6 +127,10 @@ class TMAServer:
                 os.unlink(path)
         self._paths.clear()
         self.drop_connections()
+        with self.lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop()
 
     def drop_connections(self) -> None:
         """Close every client connection (the domains stay: clients may resume)."""
@@ -143,78 +140,48 @@ class TMAServer:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
 
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        """The loop's open connections, for ``drop_connections``."""
+        with self.lock:
+            if open_:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
     # ------------------------------------------------------------ connections
-    def _authenticate(self, conn: socket.socket, kind: str) -> tuple[socket.socket, str]:
-        if kind == "unix":
-            pid, uid, _gid = _PEERCRED.unpack(
-                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-            if uid not in self.allow_uids:
-                raise RequestError(f"uid {uid} (pid {pid}) is not allowed")
-            return conn, f"uid:{uid}"
+    def authenticate_unix(self, conn: socket.socket) -> str | None:
+        """The peer's identity by ``SO_PEERCRED``, or None (refused, told why, closed)."""
+        pid, uid, _gid = _PEERCRED.unpack(
+            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if uid in self.allow_uids:
+            return f"uid:{uid}"
+        why = f"uid {uid} (pid {pid}) is not allowed"
+        self.log(f"refused: {why}")
+        with contextlib.suppress(OSError):
+            conn.settimeout(1.0)
+            conn.sendall(encode({"id": None, "ok": False, "fatal": True,
+                                 "error": f"refused: {why}"}))
+        conn.close()
+        return None
+
+    def authenticate_tls(self, conn: socket.socket) -> tuple[socket.socket, str] | None:
+        """Mutual TLS handshake (blocking, bounded); None if the peer is refused."""
         assert self.tls is not None
-        conn.settimeout(HANDSHAKE_TIMEOUT)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tconn = self.tls.wrap_socket(conn, server_side=True)
-        tconn.settimeout(None)
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tconn = self.tls.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            self.log(f"refused a TLS peer: {exc}")
+            conn.close()
+            return None
         cert = tconn.getpeercert() or {}
         subject = ",".join(f"{pair[0]}={pair[1]}" for rdn in cert.get("subject", ())
                            for pair in rdn)
         return tconn, f"tls:{subject}"
 
-    def _connection(self, conn: socket.socket, kind: str) -> None:
-        try:
-            conn, ident = self._authenticate(conn, kind)
-        except RequestError as exc:
-            self.log(f"refused: {exc}")
-            with contextlib.suppress(OSError):
-                conn.sendall(encode({"id": None, "ok": False, "fatal": True,
-                                     "error": f"refused: {exc}"}))
-            conn.close()
-            return
-        except (OSError, ssl.SSLError) as exc:
-            self.log(f"refused a TLS peer: {exc}")
-            conn.close()
-            return
-        with self.lock:
-            self._conns.add(conn)
-        try:
-            self._serve(conn, ident)
-        finally:
-            with self.lock:
-                self._conns.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def _serve(self, conn: socket.socket, ident: str) -> None:
-        fp: BinaryIO = conn.makefile("rb", buffering=1 << 16)  # type: ignore[assignment]
-        limit = MAX_SMALL_FRAME
-        while True:
-            rid: Any = None
-            try:
-                req = read_frame(fp, limit)
-                if req is None:
-                    return
-                rid = req.get("id")
-                reply = self.request(ident, req)
-            except ProtocolError as exc:
-                with contextlib.suppress(OSError):
-                    conn.sendall(encode({"id": rid, "ok": False, "fatal": True,
-                                         "error": str(exc)}))
-                return
-            except (OSError, ValueError):
-                return
-            if req.get("op") == "open" and reply.get("ok"):
-                limit = MAX_FRAME
-            if reply.get("ok") and req.get("sync") is False:
-                continue  # a pipelined export: only refusals are answered
-            reply["id"] = rid
-            try:
-                conn.sendall(encode(reply))
-            except OSError:
-                return
-
-    def request(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
-        """Answer one decoded request (ProtocolError: the frame itself is bad)."""
+    def check_request(self, req: dict[str, Any]) -> Handler:
+        """The handler of a request (ProtocolError: other version or unknown verb)."""
         if req.get("v") != VERSION:
             raise ProtocolError(f"unsupported protocol version {req.get('v')!r}; "
                                 f"this TMA speaks {VERSION}")
@@ -222,6 +189,11 @@ class TMAServer:
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:
             raise ProtocolError(f"unknown verb {op!r}")
+        return handler
+
+    def request(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer one decoded request (ProtocolError: the frame itself is bad)."""
+        handler = self.check_request(req)
         try:
             reply = handler(ident, req)
         except RequestError as exc:
