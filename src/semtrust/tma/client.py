@@ -36,7 +36,9 @@ from semtrust.model.coefficient import event_coefficient
 from semtrust.model.tma import Mode, ModeledEvent, Verdict
 from semtrust.tma.lines import LineFormatter
 from semtrust.tma.protocol import (
+    COMPACT_VERSION,
     MAX_FRAME,
+    VERDICT_FRAME,
     VERSION,
     Address,
     ProtocolError,
@@ -44,8 +46,11 @@ from semtrust.tma.protocol import (
     TLSFiles,
     TMALost,
     connect,
+    decode,
     encode,
-    read_frame,
+    export_frame,
+    parse_verdict,
+    read_payload,
 )
 
 if TYPE_CHECKING:
@@ -57,6 +62,7 @@ LOSS_GRACE_SECONDS = 2.0
 #: A call that gets no answer in this time counts as a lost TMA.
 CALL_TIMEOUT = 10.0
 SYNC_EVERY = 4096
+_VERDICT_KIND = bytes([VERDICT_FRAME])
 _ERROR_CHECK_EVERY = 64
 
 
@@ -71,6 +77,8 @@ class Connection:
         self._id = 0
         #: Refusals of pipelined requests, read while waiting for another reply.
         self.async_errors: list[dict[str, Any]] = []
+        #: The TMA takes compact export frames for the domain opened here.
+        self.compact = False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -86,10 +94,32 @@ class Connection:
         return self._id
 
     def _read(self) -> dict[str, Any]:
-        reply = read_frame(self.fp, MAX_FRAME)
-        if reply is None:
+        payload = read_payload(self.fp, MAX_FRAME)
+        if payload is None:
             raise ConnectionResetError("the TMA closed the connection")
-        return reply
+        if payload[:1] == _VERDICT_KIND:
+            raise ProtocolError("a verdict nobody waits for")
+        return decode(payload)
+
+    def export(self, seq: int, record: bytes, sync: bool) -> Verdict | None:
+        """Send a compact export frame; with ``sync``, wait for its verdict (None: the
+        record was no event). RemoteError if refused."""
+        self.sock.sendall(export_frame(seq, record, sync))
+        if not sync:
+            return None
+        while True:
+            payload = read_payload(self.fp, MAX_FRAME)
+            if payload is None:
+                raise ConnectionResetError("the TMA closed the connection")
+            if payload[:1] == _VERDICT_KIND:
+                got, v = parse_verdict(payload)
+                if got != seq:
+                    raise ProtocolError(f"verdict for {got} while waiting for {seq}")
+                return v
+            reply = decode(payload)
+            if reply.get("fatal") or (reply.get("id") is None and reply.get("seq") == seq):
+                raise RemoteError(str(reply.get("error")), fatal=bool(reply.get("fatal")))
+            self.async_errors.append(reply)
 
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         """Send a request and return its reply; RemoteError if refused."""
@@ -136,7 +166,7 @@ class RemoteTMA:
         self._pseudonyms: set[bytes] = set()
         self._seq = 0
         # Pipelined records the TMA has not confirmed: (seq, record line).
-        self._unconfirmed: collections.deque[tuple[int, str]] = collections.deque()
+        self._unconfirmed: collections.deque[tuple[int, bytes]] = collections.deque()
         self._since_sync = 0
         self.lost: str | None = None
         #: Called once, without arguments, when the workload must stop (TMA lost).
@@ -155,6 +185,7 @@ class RemoteTMA:
         except (OSError, ProtocolError) as exc:
             raise InputError(f"TMA {addr}: cannot connect: {exc}", field="--tma") from None
         self._token = str(opened["token"])
+        self._conn.compact = opened.get("compact") == COMPACT_VERSION
         self._seq = int(opened["next_seq"]) - 1
         self._mode = Mode(opened["mode"])
 
@@ -186,11 +217,11 @@ class RemoteTMA:
             opened = conn.call({"op": "open", "domain": self.domain, "resume": True,
                                 "token": self._token})
             nxt = int(opened["next_seq"])
-            for seq, line in self._unconfirmed:
-                if seq >= nxt:
-                    conn.send({"op": "export", "domain": self.domain, "seq": seq,
-                               "record": line, "sync": False, "token": self._token})
+            conn.compact = opened.get("compact") == COMPACT_VERSION
             self._conn = conn
+            for seq, record in self._unconfirmed:
+                if seq >= nxt:
+                    self._send_async(seq, record)
             while self._unconfirmed and self._unconfirmed[0][0] < nxt:
                 self._unconfirmed.popleft()
             return opened.get("last") if isinstance(opened.get("last"), dict) else None
@@ -298,19 +329,16 @@ class RemoteTMA:
         is release by definition and the record is pipelined)."""
         if not isinstance(ev, Event):
             raise TMALost("an external TMA needs every event as its export record")
-        line = self._lines.line(ev)
+        record = self._lines.line(ev).encode("utf-8", "surrogateescape")
         with self._lock:
             if self.lost is not None:
                 raise TMALost(f"external TMA {self.addr} lost: {self.lost}")
             self._seq += 1
             seq = self._seq
-            req = {"op": "export", "domain": self.domain, "seq": seq, "record": line,
-                   "token": self._token}
             if self._mode is Mode.FREE:
-                return self._pipeline(req, seq, line, c)
-            req["sync"] = True
+                return self._pipeline(seq, record, c)
             try:
-                reply = self._conn.call(dict(req))
+                v = self._send_sync(seq, record)
             except RemoteError as exc:
                 if exc.fatal:
                     raise self._fail(str(exc)) from None
@@ -318,24 +346,40 @@ class RemoteTMA:
             except (OSError, ProtocolError):
                 last = self._reconnect()
                 if last is not None and last.get("seq") == seq:
-                    reply = last  # it was modeled; only the answer was lost
+                    v = _verdict(last)  # it was modeled; only the answer was lost
                 else:
                     try:
-                        reply = self._conn.call(dict(req))
+                        v = self._send_sync(seq, record)
                     except (OSError, ProtocolError) as exc:
                         raise self._fail(str(exc)) from None
             self._check_async()
-        coefficient = bytes.fromhex(reply["coefficient"])
-        if coefficient != c:
+        if v is None:
+            raise ProtocolError(f"the TMA took event {seq} for another kind of record")
+        if v.coefficient != c:
             self.mismatches += 1
-        return Verdict(coefficient, bool(reply.get("added")),
-                       reply.get("verdict") == "release", self._mode)
+        return Verdict(v.coefficient, v.added, v.trusted, self._mode)
 
-    def _pipeline(self, req: dict[str, Any], seq: int, line: str, c: bytes) -> Verdict:
-        req["sync"] = False
-        self._unconfirmed.append((seq, line))
+    def _send_sync(self, seq: int, record: bytes) -> Verdict | None:
+        conn = self._conn
+        if conn.compact:
+            return conn.export(seq, record, True)
+        return _verdict(conn.call({"op": "export", "domain": self.domain, "seq": seq,
+                                   "record": record.decode("utf-8", "surrogateescape"),
+                                   "sync": True, "token": self._token}))
+
+    def _send_async(self, seq: int, record: bytes) -> None:
+        conn = self._conn
+        if conn.compact:
+            conn.export(seq, record, False)
+        else:
+            conn.send({"op": "export", "domain": self.domain, "seq": seq,
+                       "record": record.decode("utf-8", "surrogateescape"), "sync": False,
+                       "token": self._token})
+
+    def _pipeline(self, seq: int, record: bytes, c: bytes) -> Verdict:
+        self._unconfirmed.append((seq, record))
         try:
-            self._conn.send(req)
+            self._send_async(seq, record)
             self._since_sync += 1
             if self._since_sync % _ERROR_CHECK_EVERY == 0:
                 self._conn.poll_errors()
@@ -436,6 +480,14 @@ class RemoteTMA:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _verdict(reply: dict[str, Any]) -> Verdict | None:
+    """The verdict in a JSON export reply (None: the record was no event)."""
+    if "coefficient" not in reply:
+        return None
+    return Verdict(bytes.fromhex(reply["coefficient"]), bool(reply.get("added")),
+                   reply.get("verdict") == "release", Mode(reply.get("mode", "free")))
 
 
 def _model_text(model: Model) -> bytes:

@@ -49,13 +49,19 @@ class ServedDomain:
         self.logs = 0
         self.duplicates = 0
         self.ended = False
-        # The reply to the last synchronous export, for a client that reconnects
-        # without having read it.
-        self.last_reply: dict[str, Any] | None = None
+        # The last export's number and verdict, for a client that reconnects without
+        # having read the answer.
+        self.last: tuple[int, Verdict | None] | None = None
         self.created = time.time()
         self._quick = QuickCoefficients()
         self._quick_epoch = 0
         self._source = f"domain {name}"
+
+    def last_reply(self) -> dict[str, Any] | None:
+        """The last export's answer as a JSON reply (for ``open`` with ``resume``)."""
+        if self.last is None:
+            return None
+        return export_reply(*self.last)
 
     @property
     def unattestable(self) -> bool:
@@ -112,6 +118,8 @@ class ServedDomain:
                 if c is not None and tma.is_valid(c) is not None:
                     # A known point: its count goes up; nothing to parse or keep.
                     return tma.update_coefficient(c)
+                if raw is record:
+                    _utf8(raw, source, seq)  # kept events are shown and sent as text
                 rec = parse_record_bytes(raw, source=source, line=seq)
         except InputError as exc:
             self.trust_event("bad-record", seq=seq, error=str(exc))
@@ -173,6 +181,22 @@ class ServedDomain:
                 "duplicates": self.duplicates, "logs": self.logs, "ended": self.ended,
                 "unattestable": self.unattestable,
                 "model_digest": self.model_digest.hex() if self.model_digest else None}
+
+
+def _utf8(raw: bytes, source: str, seq: int) -> None:
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"record is not UTF-8 (byte {exc.start})", source=source,
+                         line=seq) from None
+
+
+def export_reply(seq: int, v: Verdict | None) -> dict[str, Any]:
+    """The JSON reply to an export (``v`` None: the record was no event)."""
+    if v is None:
+        return {"ok": True, "seq": seq}
+    return {"ok": True, "seq": seq, "verdict": "release" if v.trusted else "discipline",
+            "coefficient": v.coefficient.hex(), "added": v.added, "mode": v.mode.value}
 
 
 def _line(ev: Event | LegacyEvent | None) -> str | None:

@@ -26,6 +26,7 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from semtrust.tma.protocol import (
+    EXPORT_FRAME,
     MAX_FRAME,
     MAX_SMALL_FRAME,
     ProtocolError,
@@ -43,6 +44,7 @@ RECV_SIZE = 1 << 16
 SEND_SIZE = 1 << 18
 #: Replies waiting for a slow reader before its connection stops being read.
 MAX_PENDING_OUT = 1 << 20
+_EXPORT_KIND = bytes([EXPORT_FRAME])
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                 ssl.SSLWantWriteError)
 
@@ -50,8 +52,8 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
 class _Conn:
     """One authenticated peer: its socket, unread bytes and unsent replies."""
 
-    __slots__ = ("busy", "closing", "events", "ident", "inbuf", "limit", "out", "out_len",
-                 "out_pos", "sock", "tls")
+    __slots__ = ("busy", "closing", "domain", "events", "ident", "inbuf", "limit", "out",
+                 "out_len", "out_pos", "sock", "tls", "token")
 
     def __init__(self, sock: socket.socket, ident: str) -> None:
         self.sock = sock
@@ -65,6 +67,9 @@ class _Conn:
         self.busy = False  # a slow verb is being answered
         self.closing = False  # close once the queued replies are sent
         self.events = 0
+        # The domain last opened here, which compact export frames feed.
+        self.domain: str | None = None
+        self.token = ""
 
 
 class Loop:
@@ -239,7 +244,8 @@ class Loop:
                 return True
 
     def _frames(self, c: _Conn) -> None:
-        """Answer every complete frame read so far (until a slow verb or a fatal one)."""
+        """Answer every complete frame read so far (until a slow verb or a fatal one);
+        the caller flushes (which also sets what the loop waits for)."""
         buf = c.inbuf
         pos = 0
         end = len(buf)
@@ -256,6 +262,13 @@ class Loop:
                 pos += 4 + n
                 rid: Any = None
                 try:
+                    if payload[:1] == _EXPORT_KIND:
+                        if c.domain is None:
+                            raise ProtocolError("an export frame before any open")
+                        out = server.export_frame(c.ident, c.domain, c.token, payload)
+                        if out is not None:
+                            self._queue(c, out)
+                        continue
                     req = decode(payload)
                     rid = req.get("id")
                     if req.get("op") in SLOW_VERBS:
@@ -275,13 +288,13 @@ class Loop:
         finally:
             if pos:
                 del buf[:pos]
-            if c.sock in self._conns:
-                self._interest(c)
 
     def _answer(self, c: _Conn, req: dict[str, Any], rid: Any, reply: dict[str, Any]) -> None:
         if reply.get("ok"):
             if req.get("op") == "open":
                 c.limit = MAX_FRAME
+                c.domain = str(req.get("domain"))
+                c.token = str(reply.get("token"))
             elif req.get("sync") is False:
                 return  # a pipelined export: only refusals are answered
         reply["id"] = rid

@@ -37,15 +37,19 @@ from semtrust.attest.attestation import (
 )
 from semtrust.errors import InputError, SemtrustError
 from semtrust.model.modelfile import parse_model
-from semtrust.tma.domains import VIEWS, SequenceError, ServedDomain
+from semtrust.model.tma import Verdict
+from semtrust.tma.domains import VIEWS, SequenceError, ServedDomain, export_reply
 from semtrust.tma.loop import Loop
 from semtrust.tma.protocol import (
+    COMPACT_VERSION,
     VERSION,
     Address,
     ProtocolError,
     TLSFiles,
     encode,
+    parse_export,
     server_context,
+    verdict_frame,
 )
 
 MAX_DOMAINS = 10000
@@ -239,7 +243,7 @@ class TMAServer:
                 raise RequestError(f"domain {name!r} belongs to another peer or session")
         with dom.lock:
             return {"ok": True, "next_seq": dom.next_seq, "mode": dom.tma.mode.value,
-                    "last": dom.last_reply, "token": dom.token}
+                    "last": dom.last_reply(), "token": dom.token, "compact": COMPACT_VERSION}
 
     def _aggregate(self, ident: str, req: dict[str, Any]) -> None:
         dom = self._domain(ident, req, write=True)
@@ -293,24 +297,43 @@ class TMAServer:
             dom.tma.enforce()
 
     def _export(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
-        dom = self._domain(ident, req, write=True)
         seq = req.get("seq")
         record = req.get("record")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        if not isinstance(seq, int) or isinstance(seq, bool):
             raise RequestError("'seq' must be a positive integer")
         if not isinstance(record, str):
             raise RequestError("'record' must be a string (one export line)")
+        return export_reply(seq, self.export(ident, _name(req), req.get("token"), seq, record))
+
+    def export(self, ident: str, name: str, token: object, seq: int, record: str | bytes
+               ) -> Verdict | None:
+        """Model one export record of a domain this peer and session own (the JSON
+        ``export`` verb and the compact export frame both end here)."""
+        dom = self.domains.get(name)
+        if dom is None:
+            raise RequestError(f"no domain {name!r}")
+        if dom.owner != ident or not hmac.compare_digest(str(token or ""), dom.token):
+            raise RequestError(f"domain {name!r} belongs to another peer or session")
+        if seq < 1:
+            raise RequestError("'seq' must be a positive integer")
         with dom.lock:
             v = dom.ingest(seq, record)
-            if v is None:
-                reply: dict[str, Any] = {"ok": True, "seq": seq}
-            else:
-                reply = {"ok": True, "seq": seq,
-                         "verdict": "release" if v.trusted else "discipline",
-                         "coefficient": v.coefficient.hex(), "added": v.added,
-                         "mode": v.mode.value}
-            dom.last_reply = reply
-            return dict(reply)
+            dom.last = (seq, v)
+            return v
+
+    def export_frame(self, ident: str, name: str, token: str, payload: bytes) -> bytes | None:
+        """Answer a compact export frame: a verdict frame if it asks for one, None for a
+        pipelined one, a JSON error naming its ``seq`` if refused
+        (ProtocolError: the frame itself is bad)."""
+        seq, sync, record = parse_export(payload)
+        try:
+            v = self.export(ident, name, token, seq, record)
+        except SequenceError as exc:
+            return encode({"id": None, "ok": False, "seq": seq, "sequence": True,
+                           "error": f"{exc}; the domain is now unattestable"})
+        except (RequestError, SemtrustError, ValueError) as exc:
+            return encode({"id": None, "ok": False, "seq": seq, "error": str(exc)})
+        return verdict_frame(seq, v) if sync else None
 
     def _sync(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
         dom = self._domain(ident, req, write=False)
