@@ -111,14 +111,20 @@ class Loop:
     def _run(self) -> None:
         try:
             while not self._stop:
+                answered: list[_Conn] = []
                 for key, mask in self.sel.select():
                     obj = key.fileobj
                     if obj is self._wake_r:
                         self._drain_inbox()
                     elif key.data is not None:
-                        self._ready(key.data, mask)
+                        self._ready(key.data, mask, answered)
                     else:
                         self._accept(obj)  # type: ignore[arg-type]
+                # Replies go out once every ready peer is answered: each send may wake
+                # (and yield the CPU to) a waiting orchestrator.
+                for c in answered:
+                    if c.sock in self._conns:
+                        self._flush(c)
         finally:
             for c in list(self._conns.values()):
                 self._close(c)
@@ -214,7 +220,7 @@ class Loop:
         with contextlib.suppress(OSError):
             c.sock.close()
 
-    def _ready(self, c: _Conn, mask: int) -> None:
+    def _ready(self, c: _Conn, mask: int, answered: list[_Conn]) -> None:
         if mask & selectors.EVENT_WRITE:
             self._flush(c)
             if c.sock not in self._conns:
@@ -224,7 +230,7 @@ class Loop:
                 self._close(c)
                 return
             self._frames(c)
-            self._flush(c)
+            answered.append(c)
 
     def _recv(self, c: _Conn) -> bool:
         """Read what is there; False at the end of the stream or an error."""
