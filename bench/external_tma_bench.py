@@ -14,6 +14,7 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -130,7 +131,8 @@ def _domain_worker(args: tuple[str, str, int, int, float]) -> list[float]:
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of a process onto ``cpus`` (affinity is per thread)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(tid), cpus)
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), cpus)
 
 
 def pingpong(cpus: set[int], n: int = 20000) -> float:
