@@ -117,7 +117,11 @@ class Loop:
                     if obj is self._wake_r:
                         self._drain_inbox()
                     elif key.data is not None:
-                        self._ready(key.data, mask, answered)
+                        try:
+                            self._ready(key.data, mask, answered)
+                        except Exception as exc:  # a bug ends one connection, not all
+                            self.server.log(f"internal error on {key.data.ident}: {exc!r}")
+                            self._close(key.data)
                     else:
                         self._accept(obj)  # type: ignore[arg-type]
                 # Replies go out once every ready peer is answered: each send may wake

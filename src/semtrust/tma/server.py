@@ -155,8 +155,12 @@ class TMAServer:
     # ------------------------------------------------------------ connections
     def authenticate_unix(self, conn: socket.socket) -> str | None:
         """The peer's identity by ``SO_PEERCRED``, or None (refused, told why, closed)."""
-        pid, uid, _gid = _PEERCRED.unpack(
-            conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        try:
+            pid, uid, _gid = _PEERCRED.unpack(
+                conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except OSError:
+            conn.close()
+            return None
         if uid in self.allow_uids:
             return f"uid:{uid}"
         why = f"uid {uid} (pid {pid}) is not allowed"
