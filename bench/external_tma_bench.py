@@ -3,6 +3,11 @@ export throughput to Mosquitto at QoS 1, and one TMA serving 100 concurrent doma
 
 Run from the repository root as root (the broker runs as root):
     .venv/bin/python bench/external_tma_bench.py [--events 20000] [--export 200000]
+        [--placement any|same|split] [--repeat 5] [--skip decisions|concurrent|export]
+
+``--placement`` pins the bench and every thread of its TMA to one vCPU or to two for the
+latency table (on a VM, waking another vCPU can cost more than the work), and prints a
+bare socketpair ping-pong under the same placement as the floor.
 
 The TMA is a real ``semtrust tma serve`` process; the broker is Debian's Mosquitto.
 A decision is what the mediator asks of its TMA for one event in enforcing mode: the
