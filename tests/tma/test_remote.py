@@ -52,10 +52,14 @@ def remote(server: Server, kind: str, name: str, pki: Pki) -> RemoteTMA:
     _srv, unix, tcp = server
     if kind == "unix":
         return RemoteTMA(unix, name)
+    if kind == "json":  # the JSON export verb instead of compact frames
+        r = RemoteTMA(unix, name)
+        r._conn.compact = False
+        return r
     return RemoteTMA(tcp, name, tls=pki.client)
 
 
-@pytest.mark.parametrize("kind", ["unix", "tls"])
+@pytest.mark.parametrize("kind", ["unix", "tls", "json"])
 @pytest.mark.parametrize("vector", ["test-trajectory.json", "events18.json"])
 def test_same_answers_as_in_process(server: Server, pki: Pki, kind: str, vector: str,
                                     tmp_path: Path) -> None:
@@ -83,7 +87,7 @@ def test_same_answers_as_in_process(server: Server, pki: Pki, kind: str, vector:
         assert r.measurement.hex() == summary["measurement"]
 
 
-@pytest.mark.parametrize("kind", ["unix", "tls"])
+@pytest.mark.parametrize("kind", ["unix", "tls", "json"])
 def test_sealed_and_enforcing_verdicts_match(server: Server, pki: Pki, kind: str) -> None:
     recs = records("events18.json")
     learn, rest = recs[:10], recs[10:]

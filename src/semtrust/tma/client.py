@@ -24,27 +24,24 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import select
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from semtrust.errors import InputError
-from semtrust.events.jsonexport import format_event, parse_record
+from semtrust.events.jsonexport import parse_record
 from semtrust.events.record import Event, LegacyEvent
 from semtrust.model.coefficient import event_coefficient
 from semtrust.model.tma import Mode, ModeledEvent, Verdict
+from semtrust.tma.connection import Connection
+from semtrust.tma.lines import LineFormatter
 from semtrust.tma.protocol import (
-    MAX_FRAME,
-    VERSION,
+    COMPACT_VERSION,
     Address,
     ProtocolError,
     RemoteError,
     TLSFiles,
     TMALost,
-    connect,
-    encode,
-    read_frame,
 )
 
 if TYPE_CHECKING:
@@ -53,69 +50,8 @@ if TYPE_CHECKING:
 #: After losing its TMA an enforcing or sealed workload is killed this many seconds
 #: later (meanwhile every mediated call is denied and recorded).
 LOSS_GRACE_SECONDS = 2.0
-#: A call that gets no answer in this time counts as a lost TMA.
-CALL_TIMEOUT = 10.0
 SYNC_EVERY = 4096
 _ERROR_CHECK_EVERY = 64
-
-
-class Connection:
-    """One framed connection to a TMA: blocking calls, pipelined sends."""
-
-    def __init__(self, addr: Address, tls: TLSFiles | None, timeout: float = CALL_TIMEOUT
-                 ) -> None:
-        self.addr = addr
-        self.sock = connect(addr, tls, timeout)
-        self.fp: BinaryIO = self.sock.makefile("rb", buffering=1 << 16)  # type: ignore[assignment]
-        self._id = 0
-        #: Refusals of pipelined requests, read while waiting for another reply.
-        self.async_errors: list[dict[str, Any]] = []
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.fp.close()
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-    def send(self, req: dict[str, Any]) -> int:
-        self._id += 1
-        req["id"] = self._id
-        req["v"] = VERSION
-        self.sock.sendall(encode(req))
-        return self._id
-
-    def _read(self) -> dict[str, Any]:
-        reply = read_frame(self.fp, MAX_FRAME)
-        if reply is None:
-            raise ConnectionResetError("the TMA closed the connection")
-        return reply
-
-    def call(self, req: dict[str, Any]) -> dict[str, Any]:
-        """Send a request and return its reply; RemoteError if refused."""
-        try:
-            rid = self.send(req)
-        except OSError:
-            # A peer refused at once (say, by uid) has sent why before closing.
-            try:
-                reply = self._read()
-            except (OSError, ProtocolError):
-                raise ConnectionResetError("the TMA closed the connection") from None
-            raise RemoteError(str(reply.get("error")), fatal=True) from None
-        while True:
-            reply = self._read()
-            if reply.get("id") == rid or reply.get("fatal"):
-                break
-            self.async_errors.append(reply)
-        if not reply.get("ok"):
-            raise RemoteError(str(reply.get("error")), fatal=bool(reply.get("fatal")))
-        return reply
-
-    def poll_errors(self) -> None:
-        """Collect refusals of pipelined requests that have already arrived."""
-        pending = getattr(self.sock, "pending", None)
-        while (pending is not None and pending()) or \
-                select.select([self.sock], [], [], 0)[0]:
-            self.async_errors.append(self._read())
 
 
 class RemoteTMA:
@@ -135,7 +71,7 @@ class RemoteTMA:
         self._pseudonyms: set[bytes] = set()
         self._seq = 0
         # Pipelined records the TMA has not confirmed: (seq, record line).
-        self._unconfirmed: collections.deque[tuple[int, str]] = collections.deque()
+        self._unconfirmed: collections.deque[tuple[int, bytes]] = collections.deque()
         self._since_sync = 0
         self.lost: str | None = None
         #: Called once, without arguments, when the workload must stop (TMA lost).
@@ -144,6 +80,7 @@ class RemoteTMA:
         self.model_bytes: dict[bytes, bytes] = {}
         self.mismatches = 0
         self._snapshot: dict[bytes, ModeledEvent] = {}
+        self._lines = LineFormatter()
         try:
             self._conn = Connection(addr, tls)
             self._conn.call({"op": "hello"})
@@ -153,6 +90,7 @@ class RemoteTMA:
         except (OSError, ProtocolError) as exc:
             raise InputError(f"TMA {addr}: cannot connect: {exc}", field="--tma") from None
         self._token = str(opened["token"])
+        self._conn.compact = opened.get("compact") == COMPACT_VERSION
         self._seq = int(opened["next_seq"]) - 1
         self._mode = Mode(opened["mode"])
 
@@ -184,11 +122,11 @@ class RemoteTMA:
             opened = conn.call({"op": "open", "domain": self.domain, "resume": True,
                                 "token": self._token})
             nxt = int(opened["next_seq"])
-            for seq, line in self._unconfirmed:
-                if seq >= nxt:
-                    conn.send({"op": "export", "domain": self.domain, "seq": seq,
-                               "record": line, "sync": False, "token": self._token})
+            conn.compact = opened.get("compact") == COMPACT_VERSION
             self._conn = conn
+            for seq, record in self._unconfirmed:
+                if seq >= nxt:
+                    self._send_async(seq, record)
             while self._unconfirmed and self._unconfirmed[0][0] < nxt:
                 self._unconfirmed.popleft()
             return opened.get("last") if isinstance(opened.get("last"), dict) else None
@@ -296,19 +234,16 @@ class RemoteTMA:
         is release by definition and the record is pipelined)."""
         if not isinstance(ev, Event):
             raise TMALost("an external TMA needs every event as its export record")
-        line = format_event(ev)
+        record = self._lines.line(ev).encode("utf-8", "surrogateescape")
         with self._lock:
             if self.lost is not None:
                 raise TMALost(f"external TMA {self.addr} lost: {self.lost}")
             self._seq += 1
             seq = self._seq
-            req = {"op": "export", "domain": self.domain, "seq": seq, "record": line,
-                   "token": self._token}
             if self._mode is Mode.FREE:
-                return self._pipeline(req, seq, line, c)
-            req["sync"] = True
+                return self._pipeline(seq, record, c)
             try:
-                reply = self._conn.call(dict(req))
+                v = self._send_sync(seq, record)
             except RemoteError as exc:
                 if exc.fatal:
                     raise self._fail(str(exc)) from None
@@ -316,24 +251,40 @@ class RemoteTMA:
             except (OSError, ProtocolError):
                 last = self._reconnect()
                 if last is not None and last.get("seq") == seq:
-                    reply = last  # it was modeled; only the answer was lost
+                    v = _verdict(last)  # it was modeled; only the answer was lost
                 else:
                     try:
-                        reply = self._conn.call(dict(req))
+                        v = self._send_sync(seq, record)
                     except (OSError, ProtocolError) as exc:
                         raise self._fail(str(exc)) from None
             self._check_async()
-        coefficient = bytes.fromhex(reply["coefficient"])
-        if coefficient != c:
+        if v is None:
+            raise ProtocolError(f"the TMA took event {seq} for another kind of record")
+        if v.coefficient != c:
             self.mismatches += 1
-        return Verdict(coefficient, bool(reply.get("added")),
-                       reply.get("verdict") == "release", self._mode)
+        return Verdict(v.coefficient, v.added, v.trusted, self._mode)
 
-    def _pipeline(self, req: dict[str, Any], seq: int, line: str, c: bytes) -> Verdict:
-        req["sync"] = False
-        self._unconfirmed.append((seq, line))
+    def _send_sync(self, seq: int, record: bytes) -> Verdict | None:
+        conn = self._conn
+        if conn.compact:
+            return conn.export(seq, record, True)
+        return _verdict(conn.call({"op": "export", "domain": self.domain, "seq": seq,
+                                   "record": record.decode("utf-8", "surrogateescape"),
+                                   "sync": True, "token": self._token}))
+
+    def _send_async(self, seq: int, record: bytes) -> None:
+        conn = self._conn
+        if conn.compact:
+            conn.export(seq, record, False)
+        else:
+            conn.send({"op": "export", "domain": self.domain, "seq": seq,
+                       "record": record.decode("utf-8", "surrogateescape"), "sync": False,
+                       "token": self._token})
+
+    def _pipeline(self, seq: int, record: bytes, c: bytes) -> Verdict:
+        self._unconfirmed.append((seq, record))
         try:
-            self._conn.send(req)
+            self._send_async(seq, record)
             self._since_sync += 1
             if self._since_sync % _ERROR_CHECK_EVERY == 0:
                 self._conn.poll_errors()
@@ -434,6 +385,14 @@ class RemoteTMA:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _verdict(reply: dict[str, Any]) -> Verdict | None:
+    """The verdict in a JSON export reply (None: the record was no event)."""
+    if "coefficient" not in reply:
+        return None
+    return Verdict(bytes.fromhex(reply["coefficient"]), bool(reply.get("added")),
+                   reply.get("verdict") == "release", Mode(reply.get("mode", "free")))
 
 
 def _model_text(model: Model) -> bytes:

@@ -2,7 +2,10 @@
 
 Both the socket server and the MQTT importer feed records through
 :meth:`ServedDomain.ingest`, so a trajectory gives the same points, measurement
-and state whichever way it arrived. The sequence number of each record is
+and state whichever way it arrived. Records are read by the quick
+coefficient path (a schema decode with digest caches) and parsed in full only when
+they add a point (whose event is kept as its description) or when the quick path
+defers. The sequence number of each record is
 checked here: a gap or a duplicate is a trust event (the domain becomes
 unattestable), never silently modeled.
 """
@@ -15,9 +18,10 @@ import time
 from typing import Any
 
 from semtrust.errors import InputError
-from semtrust.events.jsonexport import format_event, parse_record
+from semtrust.events.jsonexport import format_event, parse_record, parse_record_bytes
 from semtrust.events.record import Aggregate, Event, LegacyEvent, LogRecord, PseudonymRecord
 from semtrust.model.modelfile import render_model
+from semtrust.model.quick import QuickCoefficients
 from semtrust.model.tma import TMA, Verdict
 
 #: Trust events kept per domain (the count goes on past it).
@@ -45,10 +49,19 @@ class ServedDomain:
         self.logs = 0
         self.duplicates = 0
         self.ended = False
-        # The reply to the last synchronous export, for a client that reconnects
-        # without having read it.
-        self.last_reply: dict[str, Any] | None = None
+        # The last export's number and verdict, for a client that reconnects without
+        # having read the answer.
+        self.last: tuple[int, Verdict | None] | None = None
         self.created = time.time()
+        self._quick = QuickCoefficients()
+        self._quick_epoch = 0
+        self._source = f"domain {name}"
+
+    def last_reply(self) -> dict[str, Any] | None:
+        """The last export's answer as a JSON reply (for ``open`` with ``resume``)."""
+        if self.last is None:
+            return None
+        return export_reply(*self.last)
 
     @property
     def unattestable(self) -> bool:
@@ -60,7 +73,7 @@ class ServedDomain:
         if len(self.trust_events) < MAX_TRUST_EVENTS:
             self.trust_events.append({"kind": kind, "time": time.time(), **detail})
 
-    def ingest(self, seq: int, record: str | None, *, duplicates_ok: bool = False
+    def ingest(self, seq: int, record: str | bytes | None, *, duplicates_ok: bool = False
                ) -> Verdict | None:
         """Model one export record numbered ``seq`` (caller holds ``lock``).
 
@@ -87,13 +100,32 @@ class ServedDomain:
         if record is None:
             self.ended = True
             return None
+        tma = self.tma
+        source = self._source
         try:
-            rec = parse_record(record, source=f"domain {self.name}", line=seq)
+            raw = record if isinstance(record, bytes) else record.encode()
+        except UnicodeEncodeError:  # lone surrogates: only the text parser reads them
+            raw = None
+        try:
+            if raw is None:
+                rec = parse_record(str(record), source=source, line=seq)
+            else:
+                if self._quick_epoch != tma.pseudonym_epoch:
+                    # Pseudonyms change file digests: a reader with the current set.
+                    self._quick = QuickCoefficients(tma.pseudonyms)
+                    self._quick_epoch = tma.pseudonym_epoch
+                c = self._quick.of_line(raw)
+                if c is not None and tma.is_valid(c) is not None:
+                    # A known point: its count goes up; nothing to parse or keep.
+                    return tma.update_coefficient(c)
+                if raw is record:
+                    _utf8(raw, source, seq)  # kept events are shown and sent as text
+                rec = parse_record_bytes(raw, source=source, line=seq)
         except InputError as exc:
             self.trust_event("bad-record", seq=seq, error=str(exc))
             raise
         if isinstance(rec, Event | LegacyEvent):
-            return self.tma.update(rec)
+            return tma.update(rec)
         if isinstance(rec, Aggregate):
             self.tma.set_aggregate(rec.value)
         elif isinstance(rec, PseudonymRecord):
@@ -149,6 +181,22 @@ class ServedDomain:
                 "duplicates": self.duplicates, "logs": self.logs, "ended": self.ended,
                 "unattestable": self.unattestable,
                 "model_digest": self.model_digest.hex() if self.model_digest else None}
+
+
+def _utf8(raw: bytes, source: str, seq: int) -> None:
+    try:
+        raw.decode()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"record is not UTF-8 (byte {exc.start})", source=source,
+                         line=seq) from None
+
+
+def export_reply(seq: int, v: Verdict | None) -> dict[str, Any]:
+    """The JSON reply to an export (``v`` None: the record was no event)."""
+    if v is None:
+        return {"ok": True, "seq": seq}
+    return {"ok": True, "seq": seq, "verdict": "release" if v.trusted else "discipline",
+            "coefficient": v.coefficient.hex(), "added": v.added, "mode": v.mode.value}
 
 
 def _line(ev: Event | LegacyEvent | None) -> str | None:

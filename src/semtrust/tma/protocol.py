@@ -10,6 +10,13 @@ is closed; the TMA keeps serving every other connection and domain.
 Sizes are bounded before anything is allocated (the length prefix is checked
 first); nesting is bounded after a cheap count of opening brackets, so the common
 event frame is never walked in Python.
+
+Compact frames carry the one hot exchange without JSON: an event's export record
+(``EXPORT_FRAME``) and its verdict (``VERDICT_FRAME``). Their first byte, which
+can never open a JSON object, says which, the second their own format version. A
+compact export applies to the domain opened (or resumed) on its connection, whose
+``open`` reply says ``"compact": 1``; its refusals come back as JSON error replies
+naming its ``seq``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from semtrust.errors import SemtrustError
+from semtrust.model.tma import Mode, Verdict
 
 VERSION = 1
 #: Largest frame either side accepts: a model file (64 MiB) with its JSON escapes fits.
@@ -32,6 +40,19 @@ MAX_SMALL_FRAME = 64 << 10
 #: Deepest JSON nesting accepted in a frame (event records are strings inside it).
 MAX_DEPTH = 16
 _HEADER = struct.Struct(">I")
+
+#: First byte of a compact frame (a JSON frame starts with ``{``), and their version.
+EXPORT_FRAME = 0x01
+VERDICT_FRAME = 0x02
+COMPACT_VERSION = 1
+# export: kind, version, flags (SYNC), seq; the record's UTF-8 bytes follow.
+_EXPORT = struct.Struct(">BBBxQ")
+# verdict: kind, version, flags (RELEASE, ADDED, NO_VERDICT), mode, seq, coefficient.
+_VERDICT = struct.Struct(">BBBBQ32s")
+SYNC = 1
+RELEASE, ADDED, NO_VERDICT = 1, 2, 4
+_MODES = (Mode.FREE, Mode.SEALED, Mode.ENFORCING)
+_MODE_INDEX = {m: i for i, m in enumerate(_MODES)}
 
 #: Verbs: the Sancho command set (export, aggregate, seal, load, show) plus what a
 #: TMA that outlives its orchestrator needs (open, enforce, sync, attest, ...).
@@ -103,6 +124,12 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 def read_frame(fp: BinaryIO, limit: int = MAX_FRAME) -> dict[str, Any] | None:
     """The next frame from a buffered reader; None at a clean end of stream."""
+    payload = read_payload(fp, limit)
+    return None if payload is None else decode(payload)
+
+
+def read_payload(fp: BinaryIO, limit: int = MAX_FRAME) -> bytes | None:
+    """The next frame's payload, JSON or compact; None at a clean end of stream."""
     head = fp.read(4)
     if not head:
         return None
@@ -114,7 +141,48 @@ def read_frame(fp: BinaryIO, limit: int = MAX_FRAME) -> dict[str, Any] | None:
     payload = fp.read(n)
     if len(payload) < n:
         raise ProtocolError("truncated frame")
-    return decode(payload)
+    return payload
+
+
+def export_frame(seq: int, record: bytes, sync: bool) -> bytes:
+    """A compact export frame, length prefix included."""
+    n = _EXPORT.size + len(record)
+    if n > MAX_FRAME:
+        raise ProtocolError(f"frame of {n} bytes exceeds {MAX_FRAME}")
+    return _HEADER.pack(n) + _EXPORT.pack(EXPORT_FRAME, COMPACT_VERSION, SYNC if sync else 0,
+                                          seq) + record
+
+
+def parse_export(payload: bytes) -> tuple[int, bool, bytes]:
+    """``(seq, sync, record)`` of a compact export frame's payload."""
+    if len(payload) < _EXPORT.size:
+        raise ProtocolError("truncated export frame")
+    _kind, version, flags, seq = _EXPORT.unpack_from(payload)
+    if version != COMPACT_VERSION or flags & ~SYNC:
+        raise ProtocolError(f"unsupported export frame (version {version}, flags {flags})")
+    return seq, bool(flags & SYNC), payload[_EXPORT.size:]
+
+
+def verdict_frame(seq: int, v: Verdict | None) -> bytes:
+    """A compact verdict frame (length prefix included); None: the record was no event."""
+    if v is None:
+        return _HEADER.pack(_VERDICT.size) + _VERDICT.pack(
+            VERDICT_FRAME, COMPACT_VERSION, NO_VERDICT, 0, seq, bytes(32))
+    flags = (RELEASE if v.trusted else 0) | (ADDED if v.added else 0)
+    return _HEADER.pack(_VERDICT.size) + _VERDICT.pack(
+        VERDICT_FRAME, COMPACT_VERSION, flags, _MODE_INDEX[v.mode], seq, v.coefficient)
+
+
+def parse_verdict(payload: bytes) -> tuple[int, Verdict | None]:
+    """``(seq, verdict)`` of a compact verdict frame's payload."""
+    if len(payload) != _VERDICT.size:
+        raise ProtocolError("bad verdict frame size")
+    _kind, version, flags, mode, seq, c = _VERDICT.unpack(payload)
+    if version != COMPACT_VERSION or mode >= len(_MODES) or flags & ~7:
+        raise ProtocolError(f"unsupported verdict frame (version {version})")
+    if flags & NO_VERDICT:
+        return seq, None
+    return seq, Verdict(c, bool(flags & ADDED), bool(flags & RELEASE), _MODES[mode])
 
 
 # ------------------------------------------------------------------ addresses

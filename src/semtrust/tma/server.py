@@ -9,7 +9,8 @@ session: ``open`` hands out a random token that every later change and a resume
 must show, so another process of the same uid (a root workload on the
 orchestrator's host, say) cannot feed or poison the domain. Any authenticated
 peer may read and attest it.
-One thread per connection; one lock per domain.
+Connections are served by one event-loop thread (``semtrust.tma.loop``); one lock
+per domain.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 from semtrust.attest.attestation import (
     PrivateKey,
@@ -36,17 +37,19 @@ from semtrust.attest.attestation import (
 )
 from semtrust.errors import InputError, SemtrustError
 from semtrust.model.modelfile import parse_model
-from semtrust.tma.domains import VIEWS, SequenceError, ServedDomain
+from semtrust.model.tma import Verdict
+from semtrust.tma.domains import VIEWS, SequenceError, ServedDomain, export_reply
+from semtrust.tma.loop import Loop
 from semtrust.tma.protocol import (
-    MAX_FRAME,
-    MAX_SMALL_FRAME,
+    COMPACT_VERSION,
     VERSION,
     Address,
     ProtocolError,
     TLSFiles,
     encode,
-    read_frame,
+    parse_export,
     server_context,
+    verdict_frame,
 )
 
 MAX_DOMAINS = 10000
@@ -78,6 +81,7 @@ class TMAServer:
         self._listeners: list[socket.socket] = []
         self._paths: list[str] = []
         self._conns: set[socket.socket] = set()
+        self._loop: Loop | None = None
         self._closed = threading.Event()
         self.handlers: dict[str, Handler] = {
             "hello": self._hello, "open": self._open, "aggregate": self._aggregate,
@@ -105,18 +109,12 @@ class TMAServer:
             addr = Address("tcp", host=addr.host, port=s.getsockname()[1])
         s.listen(128)
         self._listeners.append(s)
-        threading.Thread(target=self._accept_loop, args=(s, addr), daemon=True,
-                         name=f"tma-accept-{addr.kind}").start()
+        with self.lock:
+            if self._loop is None:
+                self._loop = Loop(self)
+            loop = self._loop
+        loop.add_listener(s, addr.kind)
         return addr
-
-    def _accept_loop(self, s: socket.socket, addr: Address) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = s.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn, addr.kind), daemon=True,
-                             name="tma-conn").start()
 
     def wait(self) -> None:
         self._closed.wait()
@@ -124,7 +122,6 @@ class TMAServer:
     def close(self) -> None:
         self._closed.set()
         for s in self._listeners:
-            # shutdown wakes the thread blocked in accept(); close alone would not.
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
@@ -134,6 +131,10 @@ class TMAServer:
                 os.unlink(path)
         self._paths.clear()
         self.drop_connections()
+        with self.lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.stop()
 
     def drop_connections(self) -> None:
         """Close every client connection (the domains stay: clients may resume)."""
@@ -143,78 +144,52 @@ class TMAServer:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
 
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        """The loop's open connections, for ``drop_connections``."""
+        with self.lock:
+            if open_:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
     # ------------------------------------------------------------ connections
-    def _authenticate(self, conn: socket.socket, kind: str) -> tuple[socket.socket, str]:
-        if kind == "unix":
+    def authenticate_unix(self, conn: socket.socket) -> str | None:
+        """The peer's identity by ``SO_PEERCRED``, or None (refused, told why, closed)."""
+        try:
             pid, uid, _gid = _PEERCRED.unpack(
                 conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-            if uid not in self.allow_uids:
-                raise RequestError(f"uid {uid} (pid {pid}) is not allowed")
-            return conn, f"uid:{uid}"
+        except OSError:
+            conn.close()
+            return None
+        if uid in self.allow_uids:
+            return f"uid:{uid}"
+        why = f"uid {uid} (pid {pid}) is not allowed"
+        self.log(f"refused: {why}")
+        with contextlib.suppress(OSError):
+            conn.settimeout(1.0)
+            conn.sendall(encode({"id": None, "ok": False, "fatal": True,
+                                 "error": f"refused: {why}"}))
+        conn.close()
+        return None
+
+    def authenticate_tls(self, conn: socket.socket) -> tuple[socket.socket, str] | None:
+        """Mutual TLS handshake (blocking, bounded); None if the peer is refused."""
         assert self.tls is not None
-        conn.settimeout(HANDSHAKE_TIMEOUT)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tconn = self.tls.wrap_socket(conn, server_side=True)
-        tconn.settimeout(None)
+        try:
+            conn.settimeout(HANDSHAKE_TIMEOUT)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            tconn = self.tls.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            self.log(f"refused a TLS peer: {exc}")
+            conn.close()
+            return None
         cert = tconn.getpeercert() or {}
         subject = ",".join(f"{pair[0]}={pair[1]}" for rdn in cert.get("subject", ())
                            for pair in rdn)
         return tconn, f"tls:{subject}"
 
-    def _connection(self, conn: socket.socket, kind: str) -> None:
-        try:
-            conn, ident = self._authenticate(conn, kind)
-        except RequestError as exc:
-            self.log(f"refused: {exc}")
-            with contextlib.suppress(OSError):
-                conn.sendall(encode({"id": None, "ok": False, "fatal": True,
-                                     "error": f"refused: {exc}"}))
-            conn.close()
-            return
-        except (OSError, ssl.SSLError) as exc:
-            self.log(f"refused a TLS peer: {exc}")
-            conn.close()
-            return
-        with self.lock:
-            self._conns.add(conn)
-        try:
-            self._serve(conn, ident)
-        finally:
-            with self.lock:
-                self._conns.discard(conn)
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def _serve(self, conn: socket.socket, ident: str) -> None:
-        fp: BinaryIO = conn.makefile("rb", buffering=1 << 16)  # type: ignore[assignment]
-        limit = MAX_SMALL_FRAME
-        while True:
-            rid: Any = None
-            try:
-                req = read_frame(fp, limit)
-                if req is None:
-                    return
-                rid = req.get("id")
-                reply = self.request(ident, req)
-            except ProtocolError as exc:
-                with contextlib.suppress(OSError):
-                    conn.sendall(encode({"id": rid, "ok": False, "fatal": True,
-                                         "error": str(exc)}))
-                return
-            except (OSError, ValueError):
-                return
-            if req.get("op") == "open" and reply.get("ok"):
-                limit = MAX_FRAME
-            if reply.get("ok") and req.get("sync") is False:
-                continue  # a pipelined export: only refusals are answered
-            reply["id"] = rid
-            try:
-                conn.sendall(encode(reply))
-            except OSError:
-                return
-
-    def request(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
-        """Answer one decoded request (ProtocolError: the frame itself is bad)."""
+    def check_request(self, req: dict[str, Any]) -> Handler:
+        """The handler of a request (ProtocolError: other version or unknown verb)."""
         if req.get("v") != VERSION:
             raise ProtocolError(f"unsupported protocol version {req.get('v')!r}; "
                                 f"this TMA speaks {VERSION}")
@@ -222,6 +197,11 @@ class TMAServer:
         handler = self.handlers.get(op) if isinstance(op, str) else None
         if handler is None:
             raise ProtocolError(f"unknown verb {op!r}")
+        return handler
+
+    def request(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer one decoded request (ProtocolError: the frame itself is bad)."""
+        handler = self.check_request(req)
         try:
             reply = handler(ident, req)
         except RequestError as exc:
@@ -267,7 +247,7 @@ class TMAServer:
                 raise RequestError(f"domain {name!r} belongs to another peer or session")
         with dom.lock:
             return {"ok": True, "next_seq": dom.next_seq, "mode": dom.tma.mode.value,
-                    "last": dom.last_reply, "token": dom.token}
+                    "last": dom.last_reply(), "token": dom.token, "compact": COMPACT_VERSION}
 
     def _aggregate(self, ident: str, req: dict[str, Any]) -> None:
         dom = self._domain(ident, req, write=True)
@@ -321,24 +301,43 @@ class TMAServer:
             dom.tma.enforce()
 
     def _export(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
-        dom = self._domain(ident, req, write=True)
         seq = req.get("seq")
         record = req.get("record")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        if not isinstance(seq, int) or isinstance(seq, bool):
             raise RequestError("'seq' must be a positive integer")
         if not isinstance(record, str):
             raise RequestError("'record' must be a string (one export line)")
+        return export_reply(seq, self.export(ident, _name(req), req.get("token"), seq, record))
+
+    def export(self, ident: str, name: str, token: object, seq: int, record: str | bytes
+               ) -> Verdict | None:
+        """Model one export record of a domain this peer and session own (the JSON
+        ``export`` verb and the compact export frame both end here)."""
+        dom = self.domains.get(name)
+        if dom is None:
+            raise RequestError(f"no domain {name!r}")
+        if dom.owner != ident or not hmac.compare_digest(str(token or ""), dom.token):
+            raise RequestError(f"domain {name!r} belongs to another peer or session")
+        if seq < 1:
+            raise RequestError("'seq' must be a positive integer")
         with dom.lock:
             v = dom.ingest(seq, record)
-            if v is None:
-                reply: dict[str, Any] = {"ok": True, "seq": seq}
-            else:
-                reply = {"ok": True, "seq": seq,
-                         "verdict": "release" if v.trusted else "discipline",
-                         "coefficient": v.coefficient.hex(), "added": v.added,
-                         "mode": v.mode.value}
-            dom.last_reply = reply
-            return dict(reply)
+            dom.last = (seq, v)
+            return v
+
+    def export_frame(self, ident: str, name: str, token: str, payload: bytes) -> bytes | None:
+        """Answer a compact export frame: a verdict frame if it asks for one, None for a
+        pipelined one, a JSON error naming its ``seq`` if refused
+        (ProtocolError: the frame itself is bad)."""
+        seq, sync, record = parse_export(payload)
+        try:
+            v = self.export(ident, name, token, seq, record)
+        except SequenceError as exc:
+            return encode({"id": None, "ok": False, "seq": seq, "sequence": True,
+                           "error": f"{exc}; the domain is now unattestable"})
+        except (RequestError, SemtrustError, ValueError) as exc:
+            return encode({"id": None, "ok": False, "seq": seq, "error": str(exc)})
+        return verdict_frame(seq, v) if sync else None
 
     def _sync(self, ident: str, req: dict[str, Any]) -> dict[str, Any]:
         dom = self._domain(ident, req, write=False)
