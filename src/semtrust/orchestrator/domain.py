@@ -21,6 +21,7 @@ from semtrust.events import Event
 from semtrust.events.jsonexport import format_event
 from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
+from semtrust.model.views import TMA_VIEWS, tma_view
 from semtrust.orchestrator.native import NativeDecisions
 from semtrust.orchestrator.native import available as native_available
 from semtrust.orchestrator.report import Watch
@@ -267,18 +268,8 @@ class Domain:
                 return [format_event(e) for e in t.trajectory if isinstance(e, Event)]
             if what == "forensics":
                 return [format_event(e) for e in t.forensics if isinstance(e, Event)]
-            if what == "points":
-                return [p.hex() for p in t.points()]
-            if what == "counts":
-                return t.counts()
-            if what == "state":
-                return t.state().hex()
-            if what == "measurement":
-                return t.measurement.hex()
-            if what == "model":
-                return render_model(t)
-            if what == "aggregate":
-                return (t.aggregate or bytes(32)).hex()
+            if what in TMA_VIEWS:
+                return tma_view(t, what)
             if what == "faults":
                 return list(self.faults)
             if what == "stats":

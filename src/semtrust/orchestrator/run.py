@@ -84,6 +84,25 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
     return tma
 
 
+def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None = None
+               ) -> tuple[DomainTrust, Domain]:
+    """The domain's trust anchor and the domain itself, its TMA built from ``opts``
+    (process and container mode alike); the trust anchor is closed if that fails."""
+    trust = DomainTrust(name, opts.trust_options())
+    try:
+        if tma is None:
+            tma = build_tma(opts, trust)
+    except BaseException:
+        trust.close()
+        raise
+    warning = trust.aggregate_mismatch()
+    if warning is not None:
+        print(f"semtrust: warning: {warning}", file=sys.stderr)
+    domain = Domain(name, tma, command=command)
+    domain.watch.use_model_file(opts.model, trust.model_digest)
+    return trust, domain
+
+
 def run_domain(opts: RunOptions, *,
                launcher: Callable[[Sequence[str]], Workload] = launch,
                tma: TMA | None = None,
@@ -96,18 +115,8 @@ def run_domain(opts: RunOptions, *,
     profile = profile_request()  # before anything starts: a bad value is exit 2
     name = opts.name or f"{os.path.basename(cmd[0])}-{os.getpid()}"
     path = socket_path(name)
-    trust = DomainTrust(name, opts.trust_options())
-    try:
-        if tma is None:
-            tma = build_tma(opts, trust)
-    except BaseException:
-        trust.close()
-        raise
-    warning = trust.aggregate_mismatch()
-    if warning is not None:
-        print(f"semtrust: warning: {warning}", file=sys.stderr)
-    domain = Domain(name, tma, command=cmd)
-    domain.watch.use_model_file(opts.model, trust.model_digest)
+    trust, domain = new_domain(name, opts, cmd, tma)
+    tma = domain.tma
     attach(domain, trust)
     if profile.dumpable:
         print("semtrust: warning: SEMTRUST_PROFILE=dumpable: this orchestrator can be "

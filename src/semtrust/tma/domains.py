@@ -20,9 +20,9 @@ from typing import Any
 from semtrust.errors import InputError
 from semtrust.events.jsonexport import format_event, parse_record, parse_record_bytes
 from semtrust.events.record import Aggregate, Event, LegacyEvent, LogRecord, PseudonymRecord
-from semtrust.model.modelfile import render_model
 from semtrust.model.quick import QuickCoefficients
 from semtrust.model.tma import TMA, Verdict
+from semtrust.model.views import TMA_VIEWS, tma_view
 
 #: Trust events kept per domain (the count goes on past it).
 MAX_TRUST_EVENTS = 1000
@@ -138,22 +138,12 @@ class ServedDomain:
     def show(self, what: str) -> Any:
         """A read-only view (caller holds ``lock``); KeyError for an unknown one."""
         t = self.tma
-        if what == "points":
-            return [p.hex() for p in t.points()]
-        if what == "counts":
-            return t.counts()
-        if what == "state":
-            return t.state().hex()
-        if what == "measurement":
-            return t.measurement.hex()
-        if what == "aggregate":
-            return (t.aggregate or bytes(32)).hex()
+        if what in TMA_VIEWS:
+            return tma_view(t, what)
         if what == "base":
             return t.base.hex()
         if what == "mode":
             return t.mode.value
-        if what == "model":
-            return render_model(t)
         if what == "trajectory":
             return [_line(e) for e in t.trajectory]
         if what == "forensics":

@@ -27,13 +27,11 @@ MARK_TIMEOUT_S = 30.0
 
 def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     """The mediator process (see module docstring). Returns its exit code."""
-    from semtrust.attest.domain import DomainTrust
     from semtrust.attest.service import attach
-    from semtrust.orchestrator.domain import Domain
     from semtrust.orchestrator.launch import set_nondumpable
     from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
     from semtrust.orchestrator.report import print_report
-    from semtrust.orchestrator.run import build_tma
+    from semtrust.orchestrator.run import new_domain
     from semtrust.sensors.seccomp import Listener
     from semtrust.tma.wiring import finish_tma, on_tma_lost
 
@@ -41,17 +39,8 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     plan = Plan.load(plan_path)
     opts = plan.run_options()
     try:
-        trust = DomainTrust(plan.name, opts.trust_options())
-        try:
-            tma = build_tma(opts, trust)
-        except BaseException:
-            trust.close()
-            raise
-        warning = trust.aggregate_mismatch()
-        if warning is not None:
-            print(f"semtrust: warning: {warning}", file=sys.stderr)
-        dom = Domain(plan.name, tma, command=plan.command)
-        dom.watch.use_model_file(opts.model, trust.model_digest)
+        trust, dom = new_domain(plan.name, opts, plan.command)
+        tma = dom.tma
         dom.model_exec_file = False  # fanotify models the executable's open
         dom.emulate_opens = True  # the object checked is the object opened (opens.py)
         dom.protected.update({os.getpid(), os.getppid()})  # mediator and keeper
