@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from semtrust.cli.common import hex32
+from semtrust.cli.common import echo_result, hex32
 from semtrust.orchestrator.mgmt import SHOW_VIEWS, list_domains, request, stream
 from semtrust.orchestrator.pseudonyms import check_pseudonym_path
 from semtrust.orchestrator.run import RunOptions, run_domain
@@ -109,14 +109,8 @@ def console(name: str, verb: str, what: str | None, as_json: bool) -> None:
         if what in RECORD_VIEWS and isinstance(result, list):
             result = [_record(item) for item in result]
         click.echo(json.dumps(result, indent=2))
-    elif isinstance(result, list):
-        for item in result:
-            click.echo(item if isinstance(item, str | int) else json.dumps(item))
-    elif isinstance(result, dict):
-        for k, v in result.items():
-            click.echo(f"{k}: {v}")
     else:
-        click.echo(str(result).rstrip("\n"))
+        echo_result(result)
 
 
 #: Views whose items are export lines: ``--json`` prints them as objects.

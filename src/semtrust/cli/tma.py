@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from semtrust.cli.common import echo_result
 from semtrust.errors import InputError
 
 if TYPE_CHECKING:
@@ -152,14 +153,8 @@ def show(addr: str, domain: str, what: str, cert: str | None, cert_key: str | No
                    {"op": "show", "domain": domain, "what": what})
     if as_json:
         click.echo(json.dumps(result, indent=2))
-    elif isinstance(result, list):
-        for item in result:
-            click.echo(item if isinstance(item, str | int) else json.dumps(item))
-    elif isinstance(result, dict):
-        for k, v in result.items():
-            click.echo(f"{k}: {v}")
     else:
-        click.echo(str(result), nl=not str(result).endswith("\n"))
+        echo_result(result)
 
 
 @tma.command()

@@ -52,33 +52,28 @@ class SocketHandlers(MediatorCore):
 
     def _sockaddr(self, c: Ctx) -> None:
         a = c.n.args
-        s = self._sock_of(c, _s32(a[0]))
-        if s is None:
-            self.lst.allow(c.n.id)
-            return
-        with s:
-            desc = self._sockdesc(c, s)
-        alen = min(a[2] & 0xFFFFFFFF, MAX_SOCKADDR)
-        raw = self.read_mem(c, a[1], alen) if a[1] and alen else b""
-        self.check_valid(c)
         etype = "socket_connect" if c.n.nr == _NR["connect"] else "socket_bind"
-        addr = parse_sockaddr(raw)
-        self.finish(c, [self.event(c, etype, SocketAddrCell(desc, addr))])
+        self._address_event(c, etype, _s32(a[0]), a[1], a[2])
 
     def _sendto(self, c: Ctx) -> None:
         """sendto with a destination: the same peer check a connect() would get."""
         a = c.n.args
-        s = self._sock_of(c, _s32(a[0]))
+        self._address_event(c, "socket_connect", _s32(a[0]), a[4], a[5])
+
+    def _address_event(self, c: Ctx, etype: str, fdn: int, addr_ptr: int, addr_len: int
+                       ) -> None:
+        """A socket_connect/socket_bind event for the socket ``fdn`` and the address the
+        task passes; a bad descriptor is the kernel's to fail."""
+        s = self._sock_of(c, fdn)
         if s is None:
             self.lst.allow(c.n.id)
             return
         with s:
             desc = self._sockdesc(c, s)
-        alen = min(a[5] & 0xFFFFFFFF, MAX_SOCKADDR)
-        raw = self.read_mem(c, a[4], alen) if alen else b""
+        alen = min(addr_len & 0xFFFFFFFF, MAX_SOCKADDR)
+        raw = self.read_mem(c, addr_ptr, alen) if addr_ptr and alen else b""
         self.check_valid(c)
-        addr = parse_sockaddr(raw)
-        self.finish(c, [self.event(c, "socket_connect", SocketAddrCell(desc, addr))])
+        self.finish(c, [self.event(c, etype, SocketAddrCell(desc, parse_sockaddr(raw)))])
 
     def _accept(self, c: Ctx) -> None:
         s = self._sock_of(c, _s32(c.n.args[0]))
