@@ -28,6 +28,7 @@ from semtrust.sensors.seccomp import (
     build_filter,
     run_filter,
 )
+from tests.integration.needs import need
 
 HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +46,7 @@ def _expected(nr: int, args: tuple[int, ...]) -> int:
 
 
 def test_every_header_syscall_is_classified() -> None:
-    if not HEADER.exists():
-        pytest.skip("linux-libc-dev not installed")
+    need(HEADER.exists(), "linux-libc-dev not installed (it comes with libc6-dev)")
     names = dict(re.findall(r"#define __NR_(\w+) (\d+)", HEADER.read_text()))
     for name, nr in names.items():
         assert table.BY_NAME[name].nr == int(nr), name
