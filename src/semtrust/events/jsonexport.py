@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -458,15 +459,20 @@ def _u64_text(value: int) -> str:
 _HEADER_INTS = ("pid", "tnum", "context", "number")
 
 
-def format_event(ev: Event, *, export: bool = True) -> str:
-    """One JSON export line (no newline); ``export=False`` drops the wrapper."""
+def _process_member(process: str) -> str:
+    return f'"process": {_q(process)}'
+
+
+def header_members(ev: Event, process: Callable[[str], str] = _process_member) -> str:
+    """The members of an event's header object (no braces), in the reference's order;
+    ``process`` gives the ``"process": ...`` member (a caller may cache it)."""
     head: list[str] = []
     for key in _HEADER_INTS:
         value = getattr(ev, key)
         if value is not None:
             head.append(f'"{key}": "{_u64_text(value)}"')
     if ev.process is not None:
-        head.append(f'"process": {_q(ev.process)}')
+        head.append(process(ev.process))
     head.append(f'"type": "{ev.type}"')
     if ev.ttd is not None:
         head.append(f'"ttd": "{_u64_text(ev.ttd)}"')
@@ -477,13 +483,19 @@ def format_event(ev: Event, *, export: bool = True) -> str:
         head.append(f'"p_task_id": "{ev.p_task_id.hex()}"')
     if ev.ts is not None:
         head.append(f'"ts": "{_u64_text(ev.ts)}"')
+    return ", ".join(head)
+
+
+def format_event(ev: Event, *, export: bool = True) -> str:
+    """One JSON export line (no newline); ``export=False`` drops the wrapper."""
+    head = header_members(ev)
     c = ev.coe
     coe = (
         f'"COE": {{"uid": "{c.uid}", "euid": "{c.euid}", "suid": "{c.suid}", '
         f'"gid": "{c.gid}", "egid": "{c.egid}", "sgid": "{c.sgid}", "fsuid": "{c.fsuid}", '
         f'"fsgid": "{c.fsgid}", "capeff": "{_cap_text(c.capeff)}"}}'
     )
-    body = f'"event": {{{", ".join(head)}}}, {coe}, "{ev.type}": {format_cell(ev.cell)}'
+    body = f'"event": {{{head}}}, {coe}, "{ev.type}": {format_cell(ev.cell)}'
     if export:
         return f'{{"export": {{"type": "{ev.export}"}}, {body}}}'
     return "{" + body + "}"

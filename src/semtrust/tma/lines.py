@@ -10,7 +10,7 @@ that function's own output, and ``tests/tma/test_lines.py`` checks equality.
 
 from __future__ import annotations
 
-from semtrust.events.jsonexport import _q, _u64_text, format_event
+from semtrust.events.jsonexport import _q, format_event, header_members
 from semtrust.events.record import Cell, Coe, Event
 
 #: Cached tails (and process names) before the cache is emptied.
@@ -43,34 +43,17 @@ class LineFormatter:
         return f'{{"export": {{"type": "{ev.export}"}}, "event": {{{self._header(ev)}}}{hit[2]}'
 
     def _header(self, ev: Event) -> str:
-        """The header object's members, in format_event's order and spelling."""
-        head: list[str] = []
-        if ev.pid is not None:
-            head.append(f'"pid": "{_u64_text(ev.pid)}"')
-        if ev.tnum is not None:
-            head.append(f'"tnum": "{_u64_text(ev.tnum)}"')
-        if ev.context is not None:
-            head.append(f'"context": "{_u64_text(ev.context)}"')
-        if ev.number is not None:
-            head.append(f'"number": "{_u64_text(ev.number)}"')
-        if ev.process is not None:
-            name = self._names.get(ev.process)
-            if name is None:
-                if len(self._names) >= MAX_CACHE:
-                    self._names.clear()
-                name = self._names[ev.process] = f'"process": {_q(ev.process)}'
-            head.append(name)
-        head.append(f'"type": "{ev.type}"')
-        if ev.ttd is not None:
-            head.append(f'"ttd": "{_u64_text(ev.ttd)}"')
-        if ev.p_ttd is not None:
-            head.append(f'"p_ttd": "{_u64_text(ev.p_ttd)}"')
-        head.append(f'"task_id": "{ev.task_id.hex()}"')
-        if ev.p_task_id is not None:
-            head.append(f'"p_task_id": "{ev.p_task_id.hex()}"')
-        if ev.ts is not None:
-            head.append(f'"ts": "{_u64_text(ev.ts)}"')
-        return ", ".join(head)
+        """The header object's members, as format_event writes them (the process member
+        from a cache)."""
+        return header_members(ev, self._process)
+
+    def _process(self, process: str) -> str:
+        member = self._names.get(process)
+        if member is None:
+            if len(self._names) >= MAX_CACHE:
+                self._names.clear()
+            member = self._names[process] = f'"process": {_q(process)}'
+        return member
 
 
 __all__ = ["LineFormatter"]
