@@ -45,7 +45,8 @@ class Watch:
     """Per-domain reasons, untrusted-since bookkeeping and the live feed."""
 
     def __init__(self) -> None:
-        self.explainer = Explainer({})
+        self._explainer: Explainer | None = Explainer({})
+        self._model: Model | None = None
         self.feed = Feed()
         # tgid -> description of the event that made it (or an ancestor) untrusted
         self.since: dict[int, str] = {}
@@ -55,24 +56,20 @@ class Watch:
         self.reasons: dict[bytes, Explanation] = {}
 
     def use_model(self, model: Model) -> None:
-        from semtrust.model.modelfile import point_records
+        """Explain against ``model``'s recorded events. Reading them is deferred to the
+        first event outside the model: a clean run of a large model never pays for it."""
+        self._model = model
+        self._explainer = None
 
-        self.explainer = Explainer(point_records(model))
+    @property
+    def explainer(self) -> Explainer:
+        if self._explainer is None:
+            from semtrust.model.modelfile import point_records
 
-    def use_model_file(self, path: str | None, digest: bytes | None) -> None:
-        """Explain against the model file the domain loaded (read again; used only if it
-        is still the same bytes, so a file replaced meanwhile cannot mislead the report)."""
-        if path is None or digest is None:
-            return
-        from semtrust.errors import SemtrustError
-        from semtrust.model.modelfile import load_model
-
-        try:
-            model = load_model(path, allow_unsigned=True)
-        except SemtrustError:
-            return
-        if model.digest == digest:
-            self.use_model(model)
+            assert self._model is not None
+            self._explainer = Explainer(point_records(self._model))
+            self._model = None
+        return self._explainer
 
     # -------------------------------------------------------------- hooks
     def event(self, domain: Domain, proc: Process, ev: Event | None, coefficient: bytes,

@@ -14,7 +14,7 @@ from types import FrameType
 from semtrust.attest.domain import DomainTrust, TrustOptions
 from semtrust.attest.service import attach
 from semtrust.errors import InputError, SemtrustError
-from semtrust.model.modelfile import load_model
+from semtrust.model.modelfile import Model, load_model
 from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
@@ -55,8 +55,10 @@ class RunOptions:
                             tma_key=Path(self.tma_key) if self.tma_key else None)
 
 
-def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
-    """A TMA in the mode the options ask for; bad models raise InputError.
+def build_tma(opts: RunOptions, trust: DomainTrust | None = None
+              ) -> tuple[TMA, Model | None]:
+    """A TMA in the mode the options ask for, and the model it was given (if any);
+    bad models raise InputError.
 
     A signed model is verified (pinned to ``--model-key`` if given) and a model
     whose signature was stripped is refused; ``trust`` applies the base nonce and
@@ -64,6 +66,7 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
     """
     tma = TMA() if opts.tma is None and opts.export is None else \
         remote_tma(opts, trust.name if trust is not None else opts.name)
+    model: Model | None = None
     if opts.model is not None:
         model = load_model(opts.model, key=opts.model_key, allow_empty=opts.allow_empty)
         if trust is not None:
@@ -81,7 +84,7 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None) -> TMA:
         trust.prepare(tma, None)
     apply_pseudonyms(tma, opts.pseudonyms, learning=opts.model is None,
                      defaults=opts.default_pseudonyms)
-    return tma
+    return tma, model
 
 
 def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None = None
@@ -89,9 +92,10 @@ def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None 
     """The domain's trust anchor and the domain itself, its TMA built from ``opts``
     (process and container mode alike); the trust anchor is closed if that fails."""
     trust = DomainTrust(name, opts.trust_options())
+    model: Model | None = None
     try:
         if tma is None:
-            tma = build_tma(opts, trust)
+            tma, model = build_tma(opts, trust)
     except BaseException:
         trust.close()
         raise
@@ -99,7 +103,8 @@ def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None 
     if warning is not None:
         print(f"semtrust: warning: {warning}", file=sys.stderr)
     domain = Domain(name, tma, command=command)
-    domain.watch.use_model_file(opts.model, trust.model_digest)
+    if model is not None:
+        domain.watch.use_model(model)
     return trust, domain
 
 
