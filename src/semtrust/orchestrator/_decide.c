@@ -23,6 +23,12 @@
  * with the kernel's error, as Python's one-step lookup does (no event: nothing was
  * opened).
  *
+ * mkdir and mkdirat of a name that already exists fail with EEXIST here, as the
+ * kernel (and Python's handler) fail them before any event: build tools call
+ * mkdir -p on directories that are nearly always there. Only a name resolved in one
+ * step to an existing object is answered; anything else (a symlink or '..' on the
+ * way, a name that is not there) is Python's, which models the creation.
+ *
  * An entry is a fact Python established: "for this task identity and COE
  * (the token), the object in this state, opened with these flags and named so,
  * is a valid point of the model". Whatever is not certain here -- another
@@ -57,6 +63,8 @@
 
 #define NR_OPEN 2
 #define NR_OPENAT 257
+#define NR_MKDIR 83
+#define NR_MKDIRAT 258
 #define AT_FDCWD_ -100
 #define PROC_MAGIC 0x9FA0
 #define PATH_MAX_ 4096
@@ -382,11 +390,12 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         f->why[0]++;
         return 0;
     }
-    if (nr == NR_OPEN) {
+    int mkdir_call = 0;
+    if (nr == NR_OPEN || nr == NR_MKDIR) {
         dirfd = AT_FDCWD_;
         paddr = n->data.args[0];
         flags = (uint32_t)n->data.args[1];
-    } else if (nr == NR_OPENAT) {
+    } else if (nr == NR_OPENAT || nr == NR_MKDIRAT) {
         dirfd = (int)(int32_t)(uint32_t)n->data.args[0];
         paddr = n->data.args[1];
         flags = (uint32_t)n->data.args[2];
@@ -400,6 +409,10 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         f->why[1]++;
         return 0;
     }
+    if (nr == NR_MKDIR || nr == NR_MKDIRAT) {
+        mkdir_call = 1;
+        flags = O_NOFOLLOW;  /* the arguments are a mode; the last name is not followed */
+    }
     flags &= VALID_FLAGS;
     if (flags & (O_CREAT | TMPFILE_BIT | O_PATH | O_TRUNC)) {
         f->why[2]++;
@@ -411,7 +424,7 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     }
     *have_path = 1;  /* handed over with the notification: Python need not read it */
     if (path[0] == 0 || strstr(path, "..") != NULL
-            || !path_seen(f, path_hash(path, strlen(path)), 0)) {
+            || (!mkdir_call && !path_seen(f, path_hash(path, strlen(path)), 0))) {
         f->why[3]++;
         return 0;
     }
@@ -450,6 +463,22 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     int err = errno;
     if (own_base)
         close(base);
+    if (mkdir_call) {
+        /* Only "it exists" is answered here; the object is not looked at further
+         * (the kernel fails mkdir on any existing name, a dangling symlink too). */
+        if (obj < 0) {
+            f->why[5]++;
+            return 0;
+        }
+        close(obj);
+        int64_t t1 = now_ns();
+        if (send_error(f, n->id, EEXIST) != 0 && errno != ENOENT)
+            return 0;
+        f->answered++;
+        if (f->nlat < MAX_LAT)
+            f->lat[f->nlat++] = t1 - t0;
+        return 1;
+    }
     if (obj < 0) {
         /* A name that is not there (a search path probed): Python's one-step lookup
          * fails the call with the kernel's error and models nothing; so does this. Any
@@ -836,7 +865,7 @@ static PyObject *
 Fast_get_handed(Fast *self, void *c)
 {
     /* (total, other call or no entries, thread not registered, flags, path, resolution,
-     * -, no entry for the object, object-level) -- for profiling the native path. */
+     * mkdir of a name not there, no entry for the object, object-level) -- for profiling the native path. */
     return Py_BuildValue("(KKKKKKKKK)", (unsigned long long)self->handed,
                          (unsigned long long)self->why[0], (unsigned long long)self->why[1],
                          (unsigned long long)self->why[2], (unsigned long long)self->why[3],

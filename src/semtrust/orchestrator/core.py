@@ -65,10 +65,15 @@ CAP_SETGID = 6
 _NR = SYSCALLS
 #: Calls after which a task's root may be another: every call of the mounts family.
 _MOVES_ROOT = frozenset(e.nr for e in table.BY_NR.values() if e.family == "mounts")
-#: Calls whose first path argument the native path reads (open: arg 0, openat: arg 1).
-_PATH_FIRST = frozenset(SYSCALLS[n] for n in ("open", "openat"))
-_KEEPS_THREAD = frozenset(SYSCALLS[n] for n in ("open", "openat", "openat2", "creat", "mmap",
-                                                 "mprotect", "pkey_mprotect"))
+#: Calls whose path argument the native path reads (open, mkdir: arg 0; the *at: arg 1).
+_PATH_FIRST = frozenset(SYSCALLS[n] for n in ("open", "openat", "mkdir", "mkdirat"))
+_PATH_AT_0 = frozenset(SYSCALLS[n] for n in ("open", "mkdir"))
+#: Calls that leave a thread what it is (task identity, credentials, root): handling one
+#: in Python keeps the thread answered natively. An untrusting outcome, or a check left
+#: pending, still forgets the process (see ``handle``).
+_KEEPS_THREAD = frozenset(SYSCALLS[n] for n in (
+    "open", "openat", "openat2", "creat", "mmap", "mprotect", "pkey_mprotect",
+    "mkdir", "mkdirat", "rename", "renameat", "renameat2"))
 
 
 MAX_COEF_CACHE = 1 << 16
@@ -318,7 +323,7 @@ class MediatorCore:
         (a bad pointer is the task's own error, not an unmodelable event)."""
         pre, self.path_read = self.path_read, None
         if pre is not None and pre[0] == c.n.id and c.n.nr in _PATH_FIRST \
-                and addr == c.n.args[0 if c.n.nr == _NR["open"] else 1]:
+                and addr == c.n.args[0 if c.n.nr in _PATH_AT_0 else 1]:
             return pre[1]  # read once, by the native path, for this very notification
         try:
             return self.read_str(c, addr)
