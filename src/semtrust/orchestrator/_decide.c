@@ -386,7 +386,7 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     int dirfd;
     uint64_t paddr;
     uint32_t flags;
-    if (n->data.arch != AUDIT_ARCH_X86_64 || f->entries == NULL || f->nentries == 0) {
+    if (n->data.arch != AUDIT_ARCH_X86_64) {
         f->why[0]++;
         return 0;
     }
@@ -401,6 +401,10 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         flags = (uint32_t)n->data.args[2];
     } else {
         f->why[0]++;
+        return 0;
+    }
+    if ((nr == NR_OPEN || nr == NR_OPENAT) && f->nentries == 0) {
+        f->why[0]++;  /* nothing recorded to answer an open from */
         return 0;
     }
     pid_t tid = (pid_t)n->pid;

@@ -119,11 +119,14 @@ class NativeDecisions:
         med = self.med
         proc = c.proc
         st, link, co = med.last_st, med.last_link, med.last_co
-        if (not self.repeated or not med.last_plain or st is None or not link
-                or link.startswith(b"/proc/") or proc.untrusted
-                or proc.exec_check is not None or proc.map_check is not None
+        if (proc.untrusted or proc.exec_check is not None or proc.map_check is not None
                 or med.creds.needed(c.st) or med.d.tma.is_valid(co) is not True):
             return
+        # The thread may be answered natively from now on (calls that need no entry,
+        # such as mkdir of an existing name); the object is recorded only if it is a
+        # plain one opened a second time.
+        record = (self.repeated and med.last_plain and st is not None and bool(link)
+                  and not link.startswith(b"/proc/"))
         # The root only matters for the name: a task root named through procfs
         # ("/proc/TGID/root", every task in the workload's own mount namespace) strips
         # nothing from a name that does not start with "/proc/", so processes of one
@@ -138,6 +141,10 @@ class NativeDecisions:
                 self.fp.clear()
             token = len(self._tokens) + 1
             self._tokens[tkey] = token
+        if not record:
+            self.fp.register(c.tid, token)
+            return
+        assert st is not None
         slot = self._slot_of.get(co)
         if slot is None:
             slot = len(self.slots)
