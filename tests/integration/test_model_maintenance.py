@@ -109,6 +109,31 @@ def test_merge_is_the_union_and_enforces_both_workloads(tmp_path: Path) -> None:
     assert r.returncode != 0  # the union is needed
 
 
+def test_fresh_and_populated_trees_need_both_learned_and_merged(tmp_path: Path) -> None:
+    """A build that makes its output directory when missing: learned on a fresh tree
+    and enforced on a populated one (or the other way round) is denied; the merge of
+    both runs enforces clean on either state."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    script = f"mkdir -p {tree}/out && echo built > {tree}/out/obj"
+    fresh, populated, both = tmp_path / "fresh", tmp_path / "populated", tmp_path / "both"
+    learn(fresh, script)
+    learn(populated, script)  # out/ is there now
+    r = st("run", "--model", str(fresh), "--enforce", "--", "sh", "-c", script)
+    assert r.returncode != 0 and "outside the model" in r.stderr, r.stderr
+    shutil.rmtree(tree / "out")
+    r = st("run", "--model", str(populated), "--enforce", "--", "sh", "-c", script)
+    assert r.returncode != 0 and "outside the model" in r.stderr, r.stderr
+    assert st("model", "merge", str(fresh), str(populated), "-o", str(both)).returncode == 0
+    for state in ("fresh", "populated"):
+        if state == "fresh":
+            shutil.rmtree(tree / "out", ignore_errors=True)
+        r = st("run", "--model", str(both), "--enforce", "--", "sh", "-c", script)
+        assert r.returncode == 0, (state, r.stderr)
+        assert "outside the model" not in r.stderr
+        assert (tree / "out" / "obj").read_text() == "built\n"
+
+
 def test_merge_recomputes_points_under_the_union_of_pseudonyms(tmp_path: Path) -> None:
     data = tmp_path / "log"
     data.write_text("1\n")
