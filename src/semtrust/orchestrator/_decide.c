@@ -29,6 +29,18 @@
  * step to an existing object is answered; anything else (a symlink or '..' on the
  * way, a name that is not there) is Python's, which models the creation.
  *
+ * First-seen opens (enforcing only): most opens of an archiver or a compiler name
+ * a file once, so no entry can answer them. For a read-only open of a regular file
+ * (at most max_hash bytes) or directory that Python would describe as a plain
+ * pre-existing object -- not procfs or a device name, not deleted, not an object
+ * the domain created nor under a directory it created, not a pseudonym path, on a
+ * device Python described a file of -- the file_open coefficient is computed here,
+ * as coefficient.py does, from the descriptor that is then injected: the task
+ * identity and COE digest of the thread's token, the kernel flags, the inode part
+ * (owner, mode, the device's magic, s_id and UUID as Python pushed them), the name
+ * the task sees and the SHA-256 of the content. Only a valid point of the sealed
+ * model is answered; any other point is Python's (it records forensics and denies).
+ *
  * An entry is a fact Python established: "for this task identity and COE
  * (the token), the object in this state, opened with these flags and named so,
  * is a valid point of the model". Whatever is not certain here -- another
