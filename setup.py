@@ -12,8 +12,9 @@ Python number rules, with the same answers, about twice as slow on
 trajectories whose objects are all distinct.
 
 ``semtrust.orchestrator._decide`` answers known-point open decisions without
-Python (see its docstring). Also optional: without it every decision takes the
-Python path, with the same answers.
+Python (see its docstring), and computes first-seen open coefficients with
+OpenSSL's SHA-256. Also optional: without it every decision takes the Python
+path, with the same answers.
 """
 
 from setuptools import Extension, setup
@@ -35,6 +36,7 @@ setup(
         Extension(
             "semtrust.orchestrator._decide",
             sources=["src/semtrust/orchestrator/_decide.c"],
+            libraries=["crypto"],
             optional=True,
         ),
     ]

@@ -29,6 +29,18 @@
  * step to an existing object is answered; anything else (a symlink or '..' on the
  * way, a name that is not there) is Python's, which models the creation.
  *
+ * First-seen opens (enforcing only): most opens of an archiver or a compiler name
+ * a file once, so no entry can answer them. For a read-only open of a regular file
+ * (at most max_hash bytes) or directory that Python would describe as a plain
+ * pre-existing object -- not procfs or a device name, not deleted, not an object
+ * the domain created nor under a directory it created, not a pseudonym path, on a
+ * device Python described a file of -- the file_open coefficient is computed here,
+ * as coefficient.py does, from the descriptor that is then injected: the task
+ * identity and COE digest of the thread's token, the kernel flags, the inode part
+ * (owner, mode, the device's magic, s_id and UUID as Python pushed them), the name
+ * the task sees and the SHA-256 of the content. Only a valid point of the sealed
+ * model is answered; any other point is Python's (it records forensics and denies).
+ *
  * An entry is a fact Python established: "for this task identity and COE
  * (the token), the object in this state, opened with these flags and named so,
  * is a valid point of the model". Whatever is not certain here -- another
@@ -44,6 +56,7 @@
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
 #include <Python.h>
+#include <openssl/sha.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -78,6 +91,11 @@
 #define DEV_SLOTS 256
 #define MAX_LAT 65536
 #define PATH_SLOTS (1 << 16)
+#define MAX_TOKENS_ 4096
+#define CREATED_SLOTS (1 << 17)
+#define CDIR_SLOTS (1 << 14)
+#define DEVTAIL_MAX 96
+#define HASH_CHUNK (1 << 16)
 
 typedef struct {
     uint64_t dev, ino, mode, uid, gid;
@@ -106,6 +124,31 @@ typedef struct {
     int used;
 } devmagic_t;
 
+/* What a token stands for in a coefficient: the task identity, the COE digest and
+ * the task root stripped from names (none for "/" or a procfs-named root). */
+typedef struct {
+    int set;
+    unsigned char task_id[32], coe[32];
+    char *root;
+    size_t rootlen;
+} tokinfo_t;
+
+/* A device's part of an inode description, as Python described it (magic, s_id
+ * padded to 32 bytes, UUID or zeros): pushed when Python first described a file there. */
+typedef struct {
+    int used;
+    uint64_t dev;
+    uint32_t magic;
+    uint32_t taillen;
+    unsigned char tail[DEVTAIL_MAX];
+} devrec_t;
+
+typedef struct {
+    unsigned char co[32];
+    uint32_t slot;
+    int used;
+} point_t;
+
 typedef struct {
     PyObject_HEAD
     int lfd;
@@ -132,6 +175,27 @@ typedef struct {
     Py_ssize_t nhits, ndirty;
     int64_t lat[MAX_LAT];
     Py_ssize_t nlat;
+    /* First-seen opens (enforcing): the coefficient computed here from what Python
+     * pushed, checked against the sealed model's valid points. */
+    uint64_t computed;   /* decisions answered so */
+    /* Of those, the descriptions a thread had not had before: Python numbers an event
+     * when it first describes an object's state for a thread (its caches), so these
+     * take event numbers. Keyed like entries, with the thread and its token. */
+    uint64_t numbered;
+    uint64_t described[PATH_SLOTS];
+    Py_ssize_t ndescribed;
+    int64_t max_hash;    /* largest file hashed here; 0: first-seen opens are Python's */
+    tokinfo_t tokens[MAX_TOKENS_ + 1];
+    devrec_t devrecs[DEV_SLOTS];
+    point_t *points;
+    Py_ssize_t npoints, pointcap;
+    unsigned char *pseudo;  /* 32 bytes each */
+    Py_ssize_t npseudo;
+    uint64_t *created;   /* mix(dev, ino) of objects the domain created (a superset) */
+    Py_ssize_t ncreated;
+    uint64_t cdirs[CDIR_SLOTS];  /* path hashes of created directories */
+    Py_ssize_t ncdirs;
+    int created_full;    /* a table overflowed: every first-seen open is Python's */
 } Fast;
 
 static int64_t
@@ -239,6 +303,30 @@ path_seen(Fast *f, uint64_t h, int insert)
     }
 }
 
+/* Is h in the set (inserting it with insert)? A full set starts over. */
+static int
+hash_seen(uint64_t *set, Py_ssize_t *n, uint64_t h, int insert)
+{
+    uint32_t i = (uint32_t)h & (PATH_SLOTS - 1);
+    for (;;) {
+        if (set[i] == h)
+            return 1;
+        if (set[i] == 0) {
+            if (!insert)
+                return 0;
+            if (*n >= PATH_SLOTS / 2) {
+                memset(set, 0, PATH_SLOTS * sizeof(uint64_t));
+                *n = 0;
+                i = (uint32_t)h & (PATH_SLOTS - 1);
+            }
+            set[i] = h;
+            (*n)++;
+            return 0;
+        }
+        i = (i + 1) & (PATH_SLOTS - 1);
+    }
+}
+
 static void
 drop_roots(Fast *f)
 {
@@ -324,6 +412,215 @@ fs_magic(Fast *f, int fd, uint64_t dev, int *ok)
     return 0;
 }
 
+/* ------------------------------------------------------- first-seen opens */
+
+static int
+firstseen_on(const Fast *f)
+{
+    return f->emulate && f->max_hash > 0 && f->npoints > 0 && !f->created_full;
+}
+
+static const devrec_t *
+devrec_find(const Fast *f, uint64_t dev)
+{
+    uint32_t i = (uint32_t)(dev * 0x9E3779B97F4A7C15ULL >> 56) & (DEV_SLOTS - 1);
+    for (int n = 0; n < DEV_SLOTS; n++, i = (i + 1) & (DEV_SLOTS - 1)) {
+        if (!f->devrecs[i].used)
+            return NULL;
+        if (f->devrecs[i].dev == dev)
+            return &f->devrecs[i];
+    }
+    return NULL;
+}
+
+static const point_t *
+point_find(const Fast *f, const unsigned char *co)
+{
+    if (f->pointcap == 0)
+        return NULL;
+    uint64_t h;
+    memcpy(&h, co, sizeof(h));
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(f->pointcap - 1));
+    for (;;) {
+        const point_t *p = &f->points[i];
+        if (!p->used)
+            return NULL;
+        if (memcmp(p->co, co, 32) == 0)
+            return p;
+        i = (i + 1) & (f->pointcap - 1);
+    }
+}
+
+static uint64_t
+key_hash(uint64_t dev, uint64_t ino)
+{
+    uint64_t h = mix(mix(0x452821E638D01377ULL, dev), ino);
+    return h ? h : 1;
+}
+
+static int
+created_has(const Fast *f, uint64_t h)
+{
+    if (f->created == NULL)
+        return 0;
+    uint32_t i = (uint32_t)h & (CREATED_SLOTS - 1);
+    for (;;) {
+        if (f->created[i] == h)
+            return 1;
+        if (f->created[i] == 0)
+            return 0;
+        i = (i + 1) & (CREATED_SLOTS - 1);
+    }
+}
+
+static int
+cdir_has(const Fast *f, uint64_t h)
+{
+    uint32_t i = (uint32_t)h & (CDIR_SLOTS - 1);
+    for (;;) {
+        if (f->cdirs[i] == h)
+            return 1;
+        if (f->cdirs[i] == 0)
+            return 0;
+        i = (i + 1) & (CDIR_SLOTS - 1);
+    }
+}
+
+/* Is a prefix of the task-view name (cut before a '/', as CreatedTable.dirs_above
+ * walks it) the name of a created directory? Then Python describes it. */
+static int
+under_created_dir(const Fast *f, const char *shown, size_t len)
+{
+    if (f->ncdirs == 0)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if (shown[i] == '/' && cdir_has(f, path_hash(shown, i)))
+            return 1;
+    return 0;
+}
+
+static void
+put_u32(unsigned char *b, uint32_t v)
+{
+    b[0] = (unsigned char)v;
+    b[1] = (unsigned char)(v >> 8);
+    b[2] = (unsigned char)(v >> 16);
+    b[3] = (unsigned char)(v >> 24);
+}
+
+/* SHA-256 of the content read through fd (pread: no offset moves), as fileinfo's
+ * digest; -1 when the file is not at most max bytes to its end, or a read fails. */
+static int
+hash_content(int fd, int64_t max, unsigned char *md)
+{
+    static unsigned char buf[HASH_CHUNK];
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    int64_t off = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf, sizeof(buf), off);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        SHA256_Update(&ctx, buf, (size_t)n);
+        off += n;
+        if (off > max)
+            return -1;
+    }
+    SHA256_Final(md, &ctx);
+    return 0;
+}
+
+/* The file_open coefficient of the object open on fd, exactly as Python's describe()
+ * and event_coefficient() make it for a pre-existing object:
+ *   H("file_open" || task_id || H(COE) || H(u32 flags || u32 uid || u32 gid || u16 mode
+ *     || u32 magic || s_id[32] || uuid[16] || lstr("root") || lstr(name) || digest)).
+ * 0 on success; -1 when anything is Python's (the caller checked every other rule). */
+static int
+file_open_coefficient(const Fast *f, const tokinfo_t *tk, const devrec_t *dr, int fd,
+                      const struct stat *st, uint32_t kflags, const char *shown,
+                      size_t shownlen, unsigned char *co)
+{
+    unsigned char digest[32], cell[32], head[14], u[4];
+    if (S_ISREG(st->st_mode)) {
+        if (hash_content(fd, f->max_hash, digest) != 0)
+            return -1;
+    } else {
+        SHA256((const unsigned char *)"", 0, digest);  /* a directory: nothing hashed */
+    }
+    SHA256_CTX ctx;
+    SHA256_Init(&ctx);
+    put_u32(u, kflags);
+    SHA256_Update(&ctx, u, 4);
+    put_u32(head, (uint32_t)st->st_uid);
+    put_u32(head + 4, (uint32_t)st->st_gid);
+    head[8] = (unsigned char)st->st_mode;
+    head[9] = (unsigned char)(st->st_mode >> 8);
+    put_u32(head + 10, dr->magic);
+    SHA256_Update(&ctx, head, 14);
+    SHA256_Update(&ctx, dr->tail, dr->taillen);
+    put_u32(u, 4);
+    SHA256_Update(&ctx, u, 4);
+    SHA256_Update(&ctx, "root", 4);
+    put_u32(u, (uint32_t)shownlen);
+    SHA256_Update(&ctx, u, 4);
+    SHA256_Update(&ctx, shown, shownlen);
+    SHA256_Update(&ctx, digest, 32);
+    SHA256_Final(cell, &ctx);
+    SHA256_Init(&ctx);
+    SHA256_Update(&ctx, "file_open", 9);
+    SHA256_Update(&ctx, tk->task_id, 32);
+    SHA256_Update(&ctx, tk->coe, 32);
+    SHA256_Update(&ctx, cell, 32);
+    SHA256_Final(co, &ctx);
+    return 0;
+}
+
+/* The name Python's description uses (the kernel's name with the task root taken
+ * off), when Python describes it as a plain pre-existing object; NULL when the
+ * object is Python's (procfs, a device name, deleted, created or under a created
+ * directory, a pseudonym). */
+static const char *
+plain_name(const Fast *f, const tokinfo_t *tk, const char *link, size_t ll,
+           const struct stat *st, size_t *outlen)
+{
+    static const char deleted[] = " (deleted)";
+    if (ll == 0 || link[0] != '/' || strncmp(link, "/proc/", 6) == 0
+            || (ll >= 5 && strncmp(link, "/proc", 5) == 0 && (ll == 5 || link[5] == '/'))
+            || strncmp(link, "/dev/pts/", 9) == 0
+            || (ll >= sizeof(deleted) - 1
+                && memcmp(link + ll - (sizeof(deleted) - 1), deleted, sizeof(deleted) - 1) == 0))
+        return NULL;
+    const char *shown = link;
+    size_t len = ll;
+    if (tk->root != NULL && ll >= tk->rootlen && memcmp(link, tk->root, tk->rootlen) == 0
+            && (ll == tk->rootlen || link[tk->rootlen] == '/')) {
+        shown = link + tk->rootlen;
+        len = ll - tk->rootlen;
+        if (len == 0) {
+            shown = "/";
+            len = 1;
+        }
+    }
+    if (created_has(f, key_hash(st->st_dev, st->st_ino)) || under_created_dir(f, shown, len))
+        return NULL;
+    if (f->npseudo > 0) {
+        unsigned char u[4], md[32];
+        SHA256_CTX ctx;
+        SHA256_Init(&ctx);
+        put_u32(u, (uint32_t)len);
+        SHA256_Update(&ctx, u, 4);
+        SHA256_Update(&ctx, shown, len);
+        SHA256_Final(md, &ctx);
+        for (Py_ssize_t k = 0; k < f->npseudo; k++)
+            if (memcmp(f->pseudo + 32 * k, md, 32) == 0)
+                return NULL;
+    }
+    *outlen = len;
+    return shown;
+}
+
 /* The NUL-terminated path at addr in the task, read as Python reads it (chunks that
  * do not cross a page). 0 on success; -1 for anything Python must look at. */
 static int
@@ -386,6 +683,7 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     int dirfd;
     uint64_t paddr;
     uint32_t flags;
+    int firstseen = firstseen_on(f);
     if (n->data.arch != AUDIT_ARCH_X86_64) {
         f->why[0]++;
         return 0;
@@ -403,8 +701,8 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         f->why[0]++;
         return 0;
     }
-    if ((nr == NR_OPEN || nr == NR_OPENAT) && f->nentries == 0) {
-        f->why[0]++;  /* nothing recorded to answer an open from */
+    if ((nr == NR_OPEN || nr == NR_OPENAT) && f->nentries == 0 && !firstseen) {
+        f->why[0]++;  /* nothing recorded (or computed) to answer an open from */
         return 0;
     }
     pid_t tid = (pid_t)n->pid;
@@ -427,8 +725,11 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         return 0;
     }
     *have_path = 1;  /* handed over with the notification: Python need not read it */
+    /* A read-only open may be first-seen (computed below); otherwise a path Python
+     * never decided has no entry: handed over without resolving it here. */
+    firstseen = firstseen && !mkdir_call && (flags & O_ACCMODE) == O_RDONLY;
     if (path[0] == 0 || strstr(path, "..") != NULL
-            || (!mkdir_call && !path_seen(f, path_hash(path, strlen(path)), 0))) {
+            || (!mkdir_call && !firstseen && !path_seen(f, path_hash(path, strlen(path)), 0))) {
         f->why[3]++;
         return 0;
     }
@@ -519,11 +820,27 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     ident_t id;
     ident_of(&st, &id);
     uint32_t kflags = (flags | LARGEFILE) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC);
-    const entry_t *e = find_entry(f, t->token, kflags, &id, link, (size_t)ll);
+    const entry_t *e = f->nentries ? find_entry(f, t->token, kflags, &id, link, (size_t)ll)
+                                   : NULL;
+    const tokinfo_t *tk = NULL;
+    const devrec_t *dr = NULL;
+    const char *shown = NULL;
+    size_t shownlen = 0;
     if (e == NULL) {
-        f->why[6]++;
-        goto out;
+        /* First seen: computed here when Python would describe it as a plain
+         * pre-existing object, from facts it pushed (else Python's). */
+        if (firstseen && t->token <= MAX_TOKENS_ && f->tokens[t->token].set)
+            tk = &f->tokens[t->token];
+        if (tk != NULL && !(S_ISREG(st.st_mode) && st.st_size > f->max_hash))
+            dr = devrec_find(f, st.st_dev);
+        if (dr != NULL)
+            shown = plain_name(f, tk, link, (size_t)ll, &st, &shownlen);
+        if (shown == NULL) {
+            f->why[6]++;
+            goto out;
+        }
     }
+    uint32_t slot = e != NULL ? e->slot : UINT32_MAX;
     int64_t t1;
     if (f->emulate) {
         int rflags = (int)((flags | O_NOCTTY | O_CLOEXEC) & ~(uint32_t)(O_CREAT | O_EXCL | O_NOFOLLOW));
@@ -537,6 +854,29 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
         ident_of(&st2, &id2);
         if (!ident_eq(&id, &id2))
             goto out;  /* changed between the check and the open: Python decides */
+        if (e == NULL) {
+            /* The very descriptor injected is the one described and hashed; its name
+             * and state must be the ones the checks above were made on. */
+            char link2[LINK_MAX_], self2[48];
+            unsigned char co[32];
+            snprintf(self2, sizeof(self2), "/proc/self/fd/%d", fd);
+            ssize_t ll2 = readlink(self2, link2, sizeof(link2));
+            if (ll2 != ll || memcmp(link, link2, (size_t)ll) != 0)
+                goto out;
+            if (file_open_coefficient(f, tk, dr, fd, &st2, kflags, shown, shownlen, co) != 0)
+                goto out;
+            if (fstat(fd, &st2) != 0)
+                goto out;
+            ident_of(&st2, &id2);
+            if (!ident_eq(&id, &id2))
+                goto out;  /* changed while hashed */
+            const point_t *pt = point_find(f, co);
+            if (pt == NULL) {
+                f->why[6]++;  /* not a valid point: Python records it and denies */
+                goto out;
+            }
+            slot = pt->slot;
+        }
         struct seccomp_notif_addfd a = {.id = n->id, .flags = SECCOMP_ADDFD_FLAG_SEND,
                                         .srcfd = (uint32_t)fd, .newfd = 0,
                                         .newfd_flags = (flags & O_CLOEXEC) ? O_CLOEXEC : 0};
@@ -551,8 +891,15 @@ try_fast(Fast *f, const struct seccomp_notif *n, int64_t t0, char *path, int *ha
     done = 1;
     f->why[7]--;  /* not handed after all (see out:) */
     f->answered++;
-    if (e->slot < (uint32_t)f->nhits && f->hits[e->slot]++ == 0)
-        f->dirty[f->ndirty++] = e->slot;
+    if (e == NULL) {
+        f->computed++;
+        if (!hash_seen(f->described, &f->ndescribed,
+                       entry_hash((uint64_t)(uint32_t)tid | (t->token << 32), kflags, &id,
+                                  link, (size_t)ll), 1))
+            f->numbered++;
+    }
+    if (slot < (uint32_t)f->nhits && f->hits[slot]++ == 0)
+        f->dirty[f->ndirty++] = slot;
     if (f->nlat < MAX_LAT)
         f->lat[f->nlat++] = t1 - t0;
 out:
@@ -588,6 +935,8 @@ Fast_init(Fast *self, PyObject *args, PyObject *kw)
     memset(self->devs, 0, sizeof(self->devs));
     memset(self->paths, 0, sizeof(self->paths));
     self->npaths = 0;
+    memset(self->described, 0, sizeof(self->described));
+    self->ndescribed = 0;
     return 0;
 }
 
@@ -600,6 +949,11 @@ Fast_dealloc(Fast *self)
     free(self->used);
     free(self->hits);
     free(self->dirty);
+    free(self->points);
+    free(self->pseudo);
+    free(self->created);
+    for (Py_ssize_t k = 0; k <= MAX_TOKENS_; k++)
+        free(self->tokens[k].root);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -725,6 +1079,226 @@ Fast_clear(Fast *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Room for counting hits of point slot ``slot``; -1 with a Python error. */
+static int
+ensure_slot(Fast *self, uint32_t slot)
+{
+    if ((Py_ssize_t)slot < self->nhits)
+        return 0;
+    Py_ssize_t n = self->nhits ? self->nhits : 1024;
+    while (n <= (Py_ssize_t)slot)
+        n *= 2;
+    uint32_t *h = realloc(self->hits, (size_t)n * sizeof(uint32_t));
+    if (h == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(h + self->nhits, 0, (size_t)(n - self->nhits) * sizeof(uint32_t));
+    self->hits = h;
+    uint32_t *d = realloc(self->dirty, (size_t)n * sizeof(uint32_t));
+    if (d == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->dirty = d;
+    self->nhits = n;
+    return 0;
+}
+
+static PyObject *
+Fast_token_info(Fast *self, PyObject *args)
+{
+    unsigned long long token;
+    const char *tid, *coe, *root;
+    Py_ssize_t ntid, ncoe, nroot;
+    if (!PyArg_ParseTuple(args, "Ky#y#y#", &token, &tid, &ntid, &coe, &ncoe, &root, &nroot))
+        return NULL;
+    if (token == 0 || token > MAX_TOKENS_ || ntid != 32 || ncoe != 32) {
+        PyErr_SetString(PyExc_ValueError, "token 1..4096, task id and COE digest of 32 bytes");
+        return NULL;
+    }
+    tokinfo_t *tk = &self->tokens[token];
+    free(tk->root);
+    tk->root = NULL;
+    tk->rootlen = 0;
+    tk->set = 0;
+    memcpy(tk->task_id, tid, 32);
+    memcpy(tk->coe, coe, 32);
+    if (nroot > 0) {
+        tk->root = malloc((size_t)nroot);
+        if (tk->root == NULL)
+            return PyErr_NoMemory();
+        memcpy(tk->root, root, (size_t)nroot);
+        tk->rootlen = (size_t)nroot;
+    }
+    tk->set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_add_device(Fast *self, PyObject *args)
+{
+    unsigned long long dev;
+    unsigned int magic;
+    const char *tail;
+    Py_ssize_t ntail;
+    if (!PyArg_ParseTuple(args, "KIy#", &dev, &magic, &tail, &ntail))
+        return NULL;
+    if (ntail > DEVTAIL_MAX)
+        Py_RETURN_FALSE;  /* an unusual s_id: that device stays Python's */
+    uint32_t i = (uint32_t)(dev * 0x9E3779B97F4A7C15ULL >> 56) & (DEV_SLOTS - 1);
+    for (int n = 0; n < DEV_SLOTS; n++, i = (i + 1) & (DEV_SLOTS - 1)) {
+        devrec_t *d = &self->devrecs[i];
+        if (d->used && d->dev != dev)
+            continue;
+        d->used = 1;
+        d->dev = dev;
+        d->magic = magic;
+        d->taillen = (uint32_t)ntail;
+        memcpy(d->tail, tail, (size_t)ntail);
+        Py_RETURN_TRUE;
+    }
+    Py_RETURN_FALSE;  /* full: further devices stay Python's */
+}
+
+static PyObject *
+Fast_add_point(Fast *self, PyObject *args)
+{
+    const char *co;
+    Py_ssize_t nco;
+    unsigned int slot;
+    if (!PyArg_ParseTuple(args, "y#I", &co, &nco, &slot))
+        return NULL;
+    if (nco != 32) {
+        PyErr_SetString(PyExc_ValueError, "a coefficient has 32 bytes");
+        return NULL;
+    }
+    if (ensure_slot(self, slot) != 0)
+        return NULL;
+    if ((self->npoints + 1) * 2 > self->pointcap) {
+        Py_ssize_t cap = self->pointcap ? self->pointcap * 2 : 1024;
+        point_t *np = calloc((size_t)cap, sizeof(point_t));
+        if (np == NULL)
+            return PyErr_NoMemory();
+        for (Py_ssize_t k = 0; k < self->pointcap; k++) {
+            if (!self->points[k].used)
+                continue;
+            uint64_t h;
+            memcpy(&h, self->points[k].co, sizeof(h));
+            Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(cap - 1));
+            while (np[i].used)
+                i = (i + 1) & (cap - 1);
+            np[i] = self->points[k];
+        }
+        free(self->points);
+        self->points = np;
+        self->pointcap = cap;
+    }
+    if (point_find(self, (const unsigned char *)co) != NULL)
+        Py_RETURN_NONE;
+    uint64_t h;
+    memcpy(&h, co, sizeof(h));
+    Py_ssize_t i = (Py_ssize_t)(h & (uint64_t)(self->pointcap - 1));
+    while (self->points[i].used)
+        i = (i + 1) & (self->pointcap - 1);
+    memcpy(self->points[i].co, co, 32);
+    self->points[i].slot = slot;
+    self->points[i].used = 1;
+    self->npoints++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_set_pseudonyms(Fast *self, PyObject *arg)
+{
+    char *p;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(arg, &p, &len) < 0)
+        return NULL;
+    if (len % 32 != 0) {
+        PyErr_SetString(PyExc_ValueError, "pseudonyms of 32 bytes each");
+        return NULL;
+    }
+    unsigned char *copy = NULL;
+    if (len > 0) {
+        copy = malloc((size_t)len);
+        if (copy == NULL)
+            return PyErr_NoMemory();
+        memcpy(copy, p, (size_t)len);
+    }
+    free(self->pseudo);
+    self->pseudo = copy;
+    self->npseudo = len / 32;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_add_created(Fast *self, PyObject *args)
+{
+    unsigned long long dev, ino;
+    if (!PyArg_ParseTuple(args, "KK", &dev, &ino))
+        return NULL;
+    if (self->created == NULL) {
+        self->created = calloc(CREATED_SLOTS, sizeof(uint64_t));
+        if (self->created == NULL)
+            return PyErr_NoMemory();
+    }
+    uint64_t h = key_hash(dev, ino);
+    if (created_has(self, h))
+        Py_RETURN_NONE;
+    if (self->ncreated >= CREATED_SLOTS / 2) {
+        self->created_full = 1;  /* kept a superset no longer: none computed here */
+        Py_RETURN_NONE;
+    }
+    uint32_t i = (uint32_t)h & (CREATED_SLOTS - 1);
+    while (self->created[i] != 0)
+        i = (i + 1) & (CREATED_SLOTS - 1);
+    self->created[i] = h;
+    self->ncreated++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Fast_set_created_dirs(Fast *self, PyObject *arg)
+{
+    /* The names (task view) of the created directories now indexed; replaces the set. */
+    PyObject *it = PyObject_GetIter(arg);
+    if (it == NULL)
+        return NULL;
+    memset(self->cdirs, 0, sizeof(self->cdirs));
+    self->ncdirs = 0;
+    int full = 0;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        char *p;
+        Py_ssize_t len;
+        if (PyBytes_AsStringAndSize(item, &p, &len) < 0) {
+            Py_DECREF(item);
+            Py_DECREF(it);
+            return NULL;
+        }
+        uint64_t h = path_hash(p, (size_t)len);
+        Py_DECREF(item);
+        if (cdir_has(self, h))
+            continue;
+        if (self->ncdirs >= CDIR_SLOTS / 2) {
+            full = 1;
+            continue;
+        }
+        uint32_t i = (uint32_t)h & (CDIR_SLOTS - 1);
+        while (self->cdirs[i] != 0)
+            i = (i + 1) & (CDIR_SLOTS - 1);
+        self->cdirs[i] = h;
+        self->ncdirs++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    if (full)
+        self->created_full = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 Fast_learn(Fast *self, PyObject *args)
 {
@@ -746,21 +1320,8 @@ Fast_learn(Fast *self, PyObject *args)
                   .ctime_ns = ctime_ns % 1000000000LL};
     if (find_entry(self, token, kflags, &id, link, (size_t)linklen) != NULL)
         Py_RETURN_TRUE;
-    if ((Py_ssize_t)slot >= self->nhits) {
-        Py_ssize_t n = self->nhits ? self->nhits : 1024;
-        while (n <= (Py_ssize_t)slot)
-            n *= 2;
-        uint32_t *h = realloc(self->hits, (size_t)n * sizeof(uint32_t));
-        if (h == NULL)
-            return PyErr_NoMemory();
-        memset(h + self->nhits, 0, (size_t)(n - self->nhits) * sizeof(uint32_t));
-        self->hits = h;
-        uint32_t *d = realloc(self->dirty, (size_t)n * sizeof(uint32_t));
-        if (d == NULL)
-            return PyErr_NoMemory();
-        self->dirty = d;
-        self->nhits = n;
-    }
+    if (ensure_slot(self, slot) != 0)
+        return NULL;
     char *copy = malloc((size_t)linklen);
     if (copy == NULL)
         return PyErr_NoMemory();
@@ -779,6 +1340,30 @@ Fast_learn(Fast *self, PyObject *args)
     e->link = copy;
     self->used[self->nentries++] = i;
     Py_RETURN_TRUE;
+}
+
+static PyObject *
+Fast_described(Fast *self, PyObject *args)
+{
+    /* Python described this state of an object for thread tid, while it stood for
+     * token (see numbered). */
+    int tid;
+    unsigned long long token, dev, ino, mode, uid, gid;
+    long long size, mtime_ns, ctime_ns;
+    unsigned int kflags;
+    const char *link;
+    Py_ssize_t linklen;
+    if (!PyArg_ParseTuple(args, "iKIKKLLLKKKy#", &tid, &token, &kflags, &dev, &ino, &size,
+                          &mtime_ns, &ctime_ns, &mode, &uid, &gid, &link, &linklen))
+        return NULL;
+    ident_t id = {.dev = dev, .ino = ino, .mode = mode, .uid = uid, .gid = gid,
+                  .size = size, .mtime = mtime_ns / 1000000000LL,
+                  .mtime_ns = mtime_ns % 1000000000LL, .ctime = ctime_ns / 1000000000LL,
+                  .ctime_ns = ctime_ns % 1000000000LL};
+    hash_seen(self->described, &self->ndescribed,
+              entry_hash((uint64_t)(uint32_t)tid | (token << 32), kflags, &id, link,
+                         (size_t)linklen), 1);
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -878,6 +1463,34 @@ Fast_get_handed(Fast *self, void *c)
 }
 
 static PyObject *
+Fast_get_computed(Fast *self, void *c)
+{
+    return PyLong_FromUnsignedLongLong(self->computed);
+}
+
+static PyObject *
+Fast_get_numbered(Fast *self, void *c)
+{
+    return PyLong_FromUnsignedLongLong(self->numbered);
+}
+
+static PyObject *
+Fast_get_max_hash(Fast *self, void *c)
+{
+    return PyLong_FromLongLong(self->max_hash);
+}
+
+static int
+Fast_set_max_hash(Fast *self, PyObject *v, void *c)
+{
+    long long b = PyLong_AsLongLong(v);
+    if (b == -1 && PyErr_Occurred())
+        return -1;
+    self->max_hash = b < 0 ? 0 : b;
+    return 0;
+}
+
+static PyObject *
 Fast_get_entries(Fast *self, void *c)
 {
     return PyLong_FromSsize_t(self->nentries);
@@ -890,6 +1503,12 @@ static PyGetSetDef Fast_getset[] = {
      "may a thread's root be kept (False also closes the kept ones)", NULL},
     {"answered", (getter)Fast_get_answered, NULL, "decisions answered here", NULL},
     {"entries", (getter)Fast_get_entries, NULL, "known decisions held", NULL},
+    {"computed", (getter)Fast_get_computed, NULL,
+     "first-seen decisions answered here (coefficient computed)", NULL},
+    {"numbered", (getter)Fast_get_numbered, NULL,
+     "of those, descriptions new to their thread (event numbers)", NULL},
+    {"max_hash", (getter)Fast_get_max_hash, (setter)Fast_set_max_hash,
+     "largest file a first-seen open hashes here (0: none)", NULL},
     {"handed", (getter)Fast_get_handed, NULL, "notifications handed to Python, by reason", NULL},
     {NULL},
 };
@@ -904,6 +1523,16 @@ static PyMethodDef Fast_methods[] = {
     {"learn", (PyCFunction)Fast_learn, METH_VARARGS, "record one of Python's decisions"},
     {"drain", (PyCFunction)Fast_drain, METH_NOARGS, "latencies and point counts"},
     {"note_path", (PyCFunction)Fast_note_path, METH_O, "a path Python decided"},
+    {"token_info", (PyCFunction)Fast_token_info, METH_VARARGS,
+     "what a token stands for: task id, COE digest, root"},
+    {"add_device", (PyCFunction)Fast_add_device, METH_VARARGS, "a device's inode part"},
+    {"described", (PyCFunction)Fast_described, METH_VARARGS,
+     "Python described an object's state for a thread"},
+    {"add_point", (PyCFunction)Fast_add_point, METH_VARARGS, "a valid point and its slot"},
+    {"set_pseudonyms", (PyCFunction)Fast_set_pseudonyms, METH_O, "the loaded pseudonyms"},
+    {"add_created", (PyCFunction)Fast_add_created, METH_VARARGS, "an object the domain made"},
+    {"set_created_dirs", (PyCFunction)Fast_set_created_dirs, METH_O,
+     "the names of the created directories"},
     {NULL},
 };
 

@@ -154,6 +154,10 @@ class CreatedTable:
     def has_dirs(self) -> bool:
         return bool(self._dirs)
 
+    def dir_paths(self) -> list[str]:
+        """The names (task view) of the created directories indexed now."""
+        return list(self._dirs)
+
     def dir_at(self, path: str) -> Key | None:
         """The key indexed for the created directory at ``path`` (unchecked)."""
         key = self._dirs.get(path)

@@ -10,10 +10,20 @@ before. This module keeps the two in step:
   plain (not created, not procfs) file or directory and whose coefficient is a valid
   point, it records (token, kernel flags, object identity, kernel name) -> point;
   the token stands for (task identity, COE, task root);
+- *first-seen opens* (enforcing only): the native path computes the ``file_open``
+  coefficient of a read-only open of a plain pre-existing file or directory itself
+  and answers it when it is one of the sealed model's valid points. Python pushes
+  what enters it that the object does not show: per token the task identity, COE
+  digest and task root; per device its part of the inode description (once Python
+  described a file there); the valid points (with their slots, for the counts);
+  the loaded pseudonyms (a pseudonym path is Python's); the objects the domain
+  created and the names of the directories it created (objects that are, or are
+  under, one are described relative to the creation: Python's);
 - *which threads*: a thread is answered natively only after Python registered it
   (trusted, credentials cached, no exec or mapping check pending, no credential
-  switch needed); every call Python handles for a thread unregisters it first, and
-  whatever changes tasks, creations or pseudonyms drops registrations or entries;
+  switch needed) at an open it allowed; every call Python handles for a thread
+  unregisters it first, and whatever changes tasks, creations or pseudonyms drops
+  registrations or entries;
 - *what happened natively*: point counts and latencies are drained into the TMA and
   the domain's statistics.
 
@@ -27,7 +37,9 @@ import array
 import os
 from typing import TYPE_CHECKING
 
-from semtrust.events import Coe
+from semtrust.events import Coe, Inode
+from semtrust.model.coefficient import coe_digest, inode_preimage
+from semtrust.sensors.fileinfo import PSEUDO_MAGICS
 
 if TYPE_CHECKING:
     from semtrust.orchestrator._decide import FastPath
@@ -41,6 +53,10 @@ except ImportError:  # not built: the Python path decides everything
 
 MAX_TOKENS = 4096
 MAX_LATENCIES = 1 << 20
+#: Largest file a first-seen open is hashed for natively (larger ones: Python, which
+#: hashes them on worker threads without holding up other decisions).
+FIRST_SEEN_MAX_HASH = 4 << 20
+_INODE_HEAD = 14  # uid, gid, mode, magic: the object's own part of inode_preimage
 
 
 def available() -> bool:
@@ -56,6 +72,14 @@ class NativeDecisions:
         self.med = med
         self.fp: FastPath = _FastPath(listener_fd, wake_fd)
         self.fp.emulate = med.d.enforcing
+        if med.d.enforcing:
+            bound = min(FIRST_SEEN_MAX_HASH, med.fi.max_bytes)
+            if med.fi.async_over is not None:
+                bound = min(bound, med.fi.async_over)
+            self.fp.max_hash = bound
+        self._points_pushed = False
+        self._devs: set[int] = set()
+        self._numbered = 0
         self.slots: list[bytes] = []
         self._slot_of: dict[bytes, int] = {}
         self._tokens: dict[tuple[bytes, Coe, str], int] = {}
@@ -70,20 +94,39 @@ class NativeDecisions:
     def sync(self) -> None:
         """Before the native loop runs again: drop what Python's last decisions changed."""
         med = self.med
-        state = (med.d.tma.pseudonym_epoch, med.created.dir_generation)
+        tma = med.d.tma
+        state = (tma.pseudonym_epoch, med.created.dir_generation)
         if state != self._state:
             # Another pseudonym set, or a new created directory (objects under it are
             # described relative to it): every recorded description may be stale.
             self.fp.clear()
             self._objects.clear()
             self._state = state
+            self.fp.set_pseudonyms(b"".join(sorted(tma.pseudonyms)))
+            self.fp.set_created_dirs([os.fsencode(p) for p in med.created.dir_paths()])
+        if med.d.enforcing and not self._points_pushed:
+            # The model's valid points: sealed, no point becomes valid or stops being
+            # so (unsealed, new ones are valid but unknown here: Python's).
+            self._points_pushed = True
+            for co in tma.valid_points():
+                self.fp.add_point(co, self._slot(co))
         gen = med.d.tasks.generation
         if gen != self._tasks_gen:
             self.fp.forget_threads()
             self._tasks_gen = gen
         self.fp.roots_ok = med.keep_roots()
 
+    def _slot(self, co: bytes) -> int:
+        slot = self._slot_of.get(co)
+        if slot is None:
+            slot = len(self.slots)
+            self.slots.append(co)
+            self._slot_of[co] = slot
+        return slot
+
     def _created(self, key: tuple[int, int]) -> None:
+        # Never described as a pre-existing object natively again (a superset is kept).
+        self.fp.add_created(key[0], key[1])
         if key in self._objects:
             # A new object under a recorded inode number (same state by chance within
             # one timestamp tick): it is described relative to its creation now.
@@ -111,7 +154,8 @@ class NativeDecisions:
         self.repeated = self.fp.note_path(path)
 
     def learn(self, c: Ctx, flags: int) -> None:
-        """Python just allowed an open: record it if it is a plain object's valid point.
+        """Python just allowed an open: register the thread, and record the decision if
+        it is a plain object's valid point on a path decided before.
 
         The object's state and name are the ones its description was made from (taken
         before the answer: afterwards the task may rename or change it).
@@ -119,14 +163,10 @@ class NativeDecisions:
         med = self.med
         proc = c.proc
         st, link, co = med.last_st, med.last_link, med.last_co
-        if (proc.untrusted or proc.exec_check is not None or proc.map_check is not None
-                or med.creds.needed(c.st) or med.d.tma.is_valid(co) is not True):
+        if (st is None or proc.untrusted or proc.exec_check is not None
+                or proc.map_check is not None or med.creds.needed(c.st)
+                or med.d.tma.is_valid(co) is not True):
             return
-        # The thread may be answered natively from now on (calls that need no entry,
-        # such as mkdir of an existing name); the object is recorded only if it is a
-        # plain one opened a second time.
-        record = (self.repeated and med.last_plain and st is not None and bool(link)
-                  and not link.startswith(b"/proc/"))
         # The root only matters for the name: a task root named through procfs
         # ("/proc/TGID/root", every task in the workload's own mount namespace) strips
         # nothing from a name that does not start with "/proc/", so processes of one
@@ -141,22 +181,37 @@ class NativeDecisions:
                 self.fp.clear()
             token = len(self._tokens) + 1
             self._tokens[tkey] = token
-        if not record:
-            self.fp.register(c.tid, token)
-            return
-        assert st is not None
-        slot = self._slot_of.get(co)
-        if slot is None:
-            slot = len(self.slots)
-            self.slots.append(co)
-            self._slot_of[co] = slot
-        from semtrust.orchestrator.core import _kernel_flags
+            # Names under a root other than ours are shown without it (the procfs-named
+            # one strips nothing from a name the native path computes: not /proc/...).
+            rbytes = b"" if root in ("/", "/proc/PID/root") else os.fsencode(root)
+            self.fp.token_info(token, proc.task_id, coe_digest(c.st.coe), rbytes)
+        self._device(st.st_dev)
+        if med.last_plain and link and not link.startswith(b"/proc/"):
+            from semtrust.orchestrator.core import _kernel_flags
 
-        self._objects.add((st.st_dev, st.st_ino))
-        self.fp.learn(token, _kernel_flags(flags) & 0xFFFFFFFF, st.st_dev, st.st_ino,
-                      st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid,
-                      st.st_gid, link, slot)
+            kflags = _kernel_flags(flags) & 0xFFFFFFFF
+            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                     st.st_mode, st.st_uid, st.st_gid)
+            if self.med.d.enforcing:
+                self.fp.described(c.tid, token, kflags, *ident, link)
+            if self.repeated:
+                # Only a path opened before is replayed by entry (the perf filter: most
+                # paths are opened once; those are computed, enforcing).
+                self._objects.add((st.st_dev, st.st_ino))
+                self.fp.learn(token, kflags, *ident, link, self._slot(co))
         self.fp.register(c.tid, token)
+
+    def _device(self, dev: int) -> None:
+        """Push a device's part of inode descriptions once Python described a file there
+        (a pseudo filesystem's files have no content digest: they stay Python's)."""
+        if dev in self._devs:
+            return
+        fs = self.med.fi.cached_fs(dev)
+        if fs is None or fs.magic in PSEUDO_MAGICS:
+            return
+        self._devs.add(dev)
+        tail = inode_preimage(Inode(0, 0, 0, fs.magic, fs.s_id, fs.uuid))[_INODE_HEAD:]
+        self.fp.add_device(dev, fs.magic, tail)
 
     # ----------------------------------------------------------------- results
     def drain(self) -> int:
@@ -168,6 +223,11 @@ class NativeDecisions:
             return 0
         self._answered = answered
         lat_bytes, hits = self.fp.drain()
+        numbered = self.fp.numbered
+        # Python numbers an event when it first describes an object's state for a
+        # thread (MediatorCore._full, behind its caches): so do the native ones.
+        self.med.seq += numbered - self._numbered
+        self._numbered = numbered
         d = self.med.d
         lat = array.array("q")
         lat.frombytes(lat_bytes)

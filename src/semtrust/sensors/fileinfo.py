@@ -225,6 +225,10 @@ class FileInfo:
         self._fs[dev] = info
         return info
 
+    def cached_fs(self, dev: int) -> FsInfo | None:
+        """The superblock facts already read for ``dev`` (None: not described yet)."""
+        return self._fs.get(dev)
+
     def digest(self, fd: int, st: os.stat_result, magic: int) -> bytes:
         """SHA-256 of a regular file's content; the zero-length digest for anything else."""
         if not stat.S_ISREG(st.st_mode) or magic in PSEUDO_MAGICS:
