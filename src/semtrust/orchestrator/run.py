@@ -113,8 +113,19 @@ def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None 
     return trust, domain
 
 
+def _load_mediator() -> None:
+    """Import the mediator (``Domain.serve`` needs it) while the workload's namespaces
+    and filter are being set up: on a machine with a spare CPU the two overlap."""
+    import semtrust.orchestrator.mediator  # noqa: F401
+
+
+def launch_loading_mediator(argv: Sequence[str]) -> Workload:
+    """``launch`` that imports the mediator while it waits for the listener."""
+    return launch(argv, meanwhile=_load_mediator)
+
+
 def run_domain(opts: RunOptions, *,
-               launcher: Callable[[Sequence[str]], Workload] = launch,
+               launcher: Callable[[Sequence[str]], Workload] = launch_loading_mediator,
                tma: TMA | None = None,
                report: Callable[[Domain], None] | None = None) -> int:
     """Run a workload in a new modeling domain; return its exit code.
