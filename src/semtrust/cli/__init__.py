@@ -51,6 +51,10 @@ class _Group(click.Group):
         gc.disable()
         try:
             return super().__call__(*args, **kwargs)
+        except SystemExit:
+            # The process ends: what is left goes with it, not through another search.
+            gc.freeze()
+            raise
         finally:
             self._started()
 
