@@ -7,7 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semtrust.events.jsonexport import format_event, generic_body, parse_record
+from semtrust.events.generic import generic_body
+from semtrust.events.jsonexport import format_event, parse_record
 from semtrust.events.names import EVENT_NAMES, EXPLICIT_CELLS
 from semtrust.events.record import (
     Cell,

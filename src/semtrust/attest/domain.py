@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semtrust.attest.attestation import build_attestation, load_private_key, sign_document
-from semtrust.attest.tpm import AGGREGATE_PCRS, TpmError, TpmLink, open_tpm
+from semtrust.attest.tcti import chosen_tcti
 from semtrust.errors import InputError
 from semtrust.model.coefficient import ZERO
-from semtrust.model.modelfile import Model
 from semtrust.model.tma import TMA
 
+# The TPM and signing stacks are imported when a run names a TPM or a key: most runs
+# have neither and should not pay for loading them.
 if TYPE_CHECKING:
     from semtrust.attest.attestation import PrivateKey
+    from semtrust.attest.tpm import TpmLink
+    from semtrust.model.modelfile import Model
 
 __all__ = ["DomainTrust", "Snapshot", "TrustOptions"]
 
@@ -73,24 +75,35 @@ class DomainTrust:
             raise InputError("PCR index must be 0-23", field="--pcr")
         if options.base is not None and len(options.base) != 32:
             raise InputError("base must be 32 bytes (64 hex digits)", field="--base")
-        self.key: PrivateKey | None = (
-            load_private_key(options.tma_key) if options.tma_key is not None else None
-        )
-        self.tpm: TpmLink | None = open_tpm(options.tcti)
+        self.key: PrivateKey | None = None
+        if options.tma_key is not None:
+            from semtrust.attest.attestation import load_private_key
+
+            self.key = load_private_key(options.tma_key)
+        tcti = chosen_tcti(options.tcti)
+        self.tpm: TpmLink | None = None
+        if tcti is not None:
+            from semtrust.attest.tpm import TpmLink
+
+            self.tpm = TpmLink(tcti)
         if options.pcr is not None and self.tpm is None:
             raise InputError("--pcr needs a TPM (--tpm TCTI or TPM2TOOLS_TCTI)", field="--pcr")
         # Held across extend + PCR log + quote, so the log always matches the quoted PCR.
         self._lock = threading.RLock()
         self.model_digest: bytes | None = None
         self.model_aggregate: bytes | None = None
-        try:
-            self.aggregate = self.tpm.hardware_aggregate() if self.tpm is not None else ZERO
-            self._pcr_initial: bytes | None = None
-            if options.pcr is not None and self.tpm is not None:
-                self._pcr_initial = self.tpm.pcr_read([options.pcr])[options.pcr]
-        except TpmError:
-            self.close()
-            raise
+        self.aggregate = ZERO
+        self._pcr_initial: bytes | None = None
+        if self.tpm is not None:
+            from semtrust.attest.tpm import TpmError
+
+            try:
+                self.aggregate = self.tpm.hardware_aggregate()
+                if options.pcr is not None:
+                    self._pcr_initial = self.tpm.pcr_read([options.pcr])[options.pcr]
+            except TpmError:
+                self.close()
+                raise
         self._extends: list[bytes] = []
 
     # -- start -----------------------------------------------------------------
@@ -152,6 +165,9 @@ class DomainTrust:
         if self.key is None:
             raise InputError("this domain has no TMA key (start it with run --tma-key FILE)",
                              field="attest")
+        from semtrust.attest.attestation import build_attestation, sign_document
+        from semtrust.attest.tpm import AGGREGATE_PCRS
+
         snap = tma if isinstance(tma, Snapshot) else Snapshot.of(tma)
         if extend and self.options.pcr is None:
             raise InputError("extend requested but the domain has no --pcr", field="attest")

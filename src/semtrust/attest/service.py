@@ -11,7 +11,6 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from semtrust.attest.attestation import parse_nonce
 from semtrust.attest.domain import DomainTrust, Snapshot
 from semtrust.errors import InputError
 from semtrust.orchestrator.mgmt import MgmtError, register_request, request
@@ -40,6 +39,8 @@ def _attest(domain: Domain, req: dict[str, Any]) -> Any:
     nonce_hex = req.get("nonce")
     if not isinstance(nonce_hex, str):
         raise MgmtError("attest needs a 'nonce' (hex string)")
+    from semtrust.attest.attestation import parse_nonce  # the signing stack, on demand
+
     try:
         nonce = parse_nonce(nonce_hex)
     except InputError as exc:

@@ -13,13 +13,13 @@ public key once (``semtrust attest --tpm-ak-out``).
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+from semtrust.attest.tcti import chosen_tcti, default_tcti
 from semtrust.errors import SemtrustError
 from semtrust.model.coefficient import hw_aggregate
 
@@ -41,15 +41,6 @@ AGGREGATE_PCRS: tuple[int, ...] = tuple(range(8))
 
 class TpmError(SemtrustError):
     """The TPM could not be opened or refused a command."""
-
-
-def default_tcti() -> str | None:
-    """The TCTI the environment selects (tpm2-tools conventions), if any."""
-    for var in ("TPM2TOOLS_TCTI", "TCTI"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value
-    return None
 
 
 def pcr_digest(values: Iterable[bytes]) -> bytes:
@@ -285,10 +276,8 @@ def open_tpm(tcti: str | None) -> TpmLink | None:
 
     ``tcti`` may be ``"none"`` to force no TPM even when the environment names one.
     """
-    chosen = tcti if tcti is not None else default_tcti()
-    if chosen is None or chosen.strip().lower() in ("", "none"):
-        return None
-    return TpmLink(chosen)
+    chosen = chosen_tcti(tcti)
+    return TpmLink(chosen) if chosen is not None else None
 
 
 def describe_pcrs(pcrs: Mapping[int, bytes]) -> dict[str, str]:

@@ -8,13 +8,14 @@ from typing import Any
 import click
 
 from semtrust.errors import InputError
-from semtrust.events.numbers import hexbytes
 
 
 def hex32(value: str | None, option: str) -> bytes | None:
     """A 64-hex option value, or None when not given."""
     if value is None:
         return None
+    from semtrust.events.numbers import hexbytes  # only when given: it loads a C module
+
     try:
         return hexbytes(value.strip(), option, 32)
     except InputError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from semtrust.errors import InputError
+from semtrust.events.generic import generic_body
 from semtrust.events.names import EVENT_NAME_SET, EXPLICIT_CELLS
 from semtrust.events.numbers import _U32_CACHE, hexbytes, strtoll, u16, u32, u64
 from semtrust.events.record import (
@@ -245,7 +246,7 @@ def _parse_addr(cell: _JSONObj, family: int, path: str, accept: bool) -> SockAdd
 def _parse_cell(name: str, d: _JSONObj) -> Cell:
     if name not in EXPLICIT_CELLS:
         body = d.get(name, {})
-        return GenericCell(_dump(body))
+        return GenericCell(generic_body(body))
     cell = _obj(d, name, "")
     p = f"{name}."
     if name == "file_open":
@@ -376,15 +377,6 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def _dump(obj: Any) -> str:
-    """Compact JSON text of a generic CELL; json takes what orjson refuses (nesting over
-    255 levels, strings holding non-UTF-8 bytes)."""
-    try:
-        return orjson.dumps(obj).decode()
-    except (orjson.JSONEncodeError, UnicodeError):
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
 def _format_file(f: FileDesc) -> str:
     i, p = f.inode, f.path
     path = []
@@ -511,6 +503,3 @@ def format_aggregate(value: bytes) -> str:
     return f'{{"export": {{"type": "aggregate"}}, "aggregate": {{"value": "{value.hex()}"}}}}'
 
 
-def generic_body(obj: Any) -> str:
-    """The canonical text of a generic CELL object (what parsing produces)."""
-    return _dump(obj)

@@ -23,7 +23,7 @@ from semtrust.events import (
     FileDesc,
     GenericCell,
 )
-from semtrust.events.jsonexport import generic_body
+from semtrust.events.generic import generic_body
 from semtrust.events.record import Cell
 from semtrust.orchestrator import syscalls as table
 from semtrust.orchestrator.created import CreatedTable

@@ -18,10 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semtrust.events import Event
-from semtrust.events.jsonexport import format_event
-from semtrust.model.modelfile import render_model
 from semtrust.model.tma import TMA, Mode
-from semtrust.model.views import TMA_VIEWS, tma_view
 from semtrust.orchestrator.native import NativeDecisions
 from semtrust.orchestrator.native import available as native_available
 from semtrust.orchestrator.report import Watch
@@ -262,6 +259,10 @@ class Domain:
     # ---------------------------------------------------------------- reports
     def show(self, what: str) -> Any:
         """The console's ``show`` views (JSON-able)."""
+        # Formatting is loaded when someone asks: most domains are never shown.
+        from semtrust.events.jsonexport import format_event
+        from semtrust.model.views import TMA_VIEWS, tma_view
+
         with self.lock:
             t = self.tma
             if what == "trajectory":
@@ -296,6 +297,9 @@ class Domain:
 
     def render_output(self, trajectory: bool) -> str:
         """The ``--output`` file: the model, or every point's event as export lines."""
+        from semtrust.events.jsonexport import format_event
+        from semtrust.model.modelfile import render_model
+
         with self.lock:
             if not trajectory:
                 return render_model(self.tma)

@@ -31,7 +31,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from semtrust.errors import SemtrustError
@@ -110,11 +110,14 @@ class Workload:
 
 def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
            userns: bool | None = None, timeout: float = 10.0,
-           hide: Sequence[str] | None = None) -> Workload:
+           hide: Sequence[str] | None = None,
+           meanwhile: Callable[[], None] | None = None) -> Workload:
     """Fork the process layout above; return once the listener fd has arrived.
 
     ``hide``: directories covered in the workload's mount namespace (default: the
-    management sockets' directory).
+    management sockets' directory). ``meanwhile`` runs in the supervisor while the
+    children set up the namespaces and the filter (nothing of the command runs before
+    ``Workload.release``); if it raises, the children are killed.
     """
     if not argv:
         raise LaunchError("no command")
@@ -138,6 +141,12 @@ def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
             _err(f"semtrust: cannot start workload: {exc}")
         os._exit(127)
     child_sock.close()
+    try:
+        if meanwhile is not None:
+            meanwhile()
+    except BaseException:
+        _reap(pid, parent_sock)
+        raise
     parent_sock.settimeout(timeout)
     try:
         _msg, fds, _f, _a = socket.recv_fds(parent_sock, 16, 1)
@@ -147,9 +156,7 @@ def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     else:
         why = "the workload exited before installing its filter"
     if not fds:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        parent_sock.close()
+        _reap(pid, parent_sock)
         raise LaunchError(why)
     parent_sock.settimeout(None)
     holder = 0
@@ -159,6 +166,13 @@ def launch(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
     except (OSError, ValueError, IndexError):
         pass
     return Workload(pid, Listener(fds[0]), parent_sock, holder)
+
+
+def _reap(pid: int, sock: socket.socket) -> None:
+    """Kill and reap a launch that will not be released."""
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    sock.close()
 
 
 def _err(msg: str) -> None:

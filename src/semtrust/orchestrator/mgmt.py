@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from semtrust.errors import InputError, SemtrustError
 from semtrust.orchestrator.feed import follow_stream
-from semtrust.strict import loads_limited, loads_strict
 
 if TYPE_CHECKING:
     from semtrust.orchestrator.domain import Domain
@@ -109,6 +108,8 @@ def recv_msg(sock: socket.socket, limit: int, *, strict: bool = False) -> Any:
     if n > limit:
         raise MgmtError(f"message of {n} bytes exceeds the limit of {limit}")
     data = _recv_exact(sock, n)
+    from semtrust.strict import loads_limited, loads_strict  # loaded at the first message
+
     try:
         if strict:
             return loads_strict(data, source="request", max_depth=MAX_REQUEST_DEPTH,

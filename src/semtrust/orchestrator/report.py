@@ -15,13 +15,14 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 from semtrust.events import Event
-from semtrust.events.describe import describe
 from semtrust.events.record import LegacyEvent
-from semtrust.model.explain import UNTRUSTED, Explainer, Explanation
 from semtrust.model.tma import Verdict
 from semtrust.orchestrator.feed import Feed
 
+# Describing and explaining events is loaded at the first event outside the model (or
+# call of an untrusted process): a run that stays inside it never needs either.
 if TYPE_CHECKING:
+    from semtrust.model.explain import Explainer, Explanation
     from semtrust.model.modelfile import Model
     from semtrust.orchestrator.domain import Domain
     from semtrust.orchestrator.tasks import Process
@@ -45,7 +46,7 @@ class Watch:
     """Per-domain reasons, untrusted-since bookkeeping and the live feed."""
 
     def __init__(self) -> None:
-        self._explainer: Explainer | None = Explainer({})
+        self._explainer: Explainer | None = None  # made on first use
         self._model: Model | None = None
         self.feed = Feed()
         # tgid -> description of the event that made it (or an ancestor) untrusted
@@ -64,11 +65,15 @@ class Watch:
     @property
     def explainer(self) -> Explainer:
         if self._explainer is None:
-            from semtrust.model.modelfile import point_records
+            from semtrust.model.explain import Explainer
 
-            assert self._model is not None
-            self._explainer = Explainer(point_records(self._model))
-            self._model = None
+            if self._model is None:
+                self._explainer = Explainer({})
+            else:
+                from semtrust.model.modelfile import point_records
+
+                self._explainer = Explainer(point_records(self._model))
+                self._model = None
         return self._explainer
 
     # -------------------------------------------------------------- hooks
@@ -78,6 +83,8 @@ class Watch:
         full = ev if ev is not None else domain.tma.event_of(coefficient)
         reason: Explanation | None = None
         if not v.trusted:
+            from semtrust.events.describe import describe
+
             if proc.tgid not in self.since and len(self.since) < MAX_TRACKED:
                 self.since[proc.tgid] = describe(full) if full is not None else \
                     f"point {coefficient.hex()[:16]}…"
@@ -113,9 +120,15 @@ class Watch:
             if tgid not in self.since:
                 self.since[tgid] = self._inherited(domain, proc)
         self.untrusted_calls[tgid] = n + 1
-        self.feed.publish(lambda: {
-            "kind": "untrusted", "reason": UNTRUSTED, "pid": tgid, "syscall": syscall,
-            "denied": domain.enforcing, "since": self.since.get(tgid), "time": time.time()})
+
+        def item() -> dict[str, Any]:
+            from semtrust.model.explain import UNTRUSTED
+
+            return {"kind": "untrusted", "reason": UNTRUSTED, "pid": tgid, "syscall": syscall,
+                    "denied": domain.enforcing, "since": self.since.get(tgid),
+                    "time": time.time()}
+
+        self.feed.publish(item)
 
     def fault(self, fault: dict[str, Any]) -> None:
         self.feed.publish(lambda: {"kind": "fault", **fault, "time": time.time()})
@@ -156,6 +169,8 @@ def print_report(domain: Domain, out: TextIO | None = None, limit: int = REPORT_
         total = t.forensics_count
     denied = " (denied)" if domain.enforcing else ""
     if total:
+        from semtrust.events.describe import describe
+
         print(f"semtrust: {total} event(s) outside the model{denied}:", file=out)
         for p, ev in items:
             what = describe(ev) if ev is not None else f"point {p.hex()[:16]}…"
@@ -166,6 +181,8 @@ def print_report(domain: Domain, out: TextIO | None = None, limit: int = REPORT_
                   "(semtrust run --output FILE --trajectory keeps them all)", file=out)
     calls = w.untrusted_calls
     if calls:
+        from semtrust.model.explain import UNTRUSTED
+
         verb = "denied" if domain.enforcing else "allowed, not modeled"
         print(f"semtrust: {sum(calls.values())} later call(s) of untrusted processes "
               f"({verb}):", file=out)

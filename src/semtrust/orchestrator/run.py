@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from semtrust.attest.domain import DomainTrust, TrustOptions
 from semtrust.attest.service import attach
 from semtrust.errors import InputError, SemtrustError
-from semtrust.model.modelfile import Model, load_model
 from semtrust.model.tma import TMA
 from semtrust.orchestrator.domain import Domain
 from semtrust.orchestrator.launch import Workload, launch, set_nondumpable
@@ -23,6 +23,9 @@ from semtrust.orchestrator.profiling import profile_request, profiled
 from semtrust.orchestrator.pseudonyms import apply_pseudonyms
 from semtrust.orchestrator.report import print_report
 from semtrust.tma.wiring import finish_tma, on_tma_lost, remote_tma
+
+if TYPE_CHECKING:
+    from semtrust.model.modelfile import Model
 
 
 @dataclass
@@ -68,6 +71,8 @@ def build_tma(opts: RunOptions, trust: DomainTrust | None = None
         remote_tma(opts, trust.name if trust is not None else opts.name)
     model: Model | None = None
     if opts.model is not None:
+        from semtrust.model.modelfile import load_model
+
         model = load_model(opts.model, key=opts.model_key, allow_empty=opts.allow_empty)
         if trust is not None:
             trust.prepare(tma, model)
@@ -108,8 +113,19 @@ def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None 
     return trust, domain
 
 
+def _load_mediator() -> None:
+    """Import the mediator (``Domain.serve`` needs it) while the workload's namespaces
+    and filter are being set up: on a machine with a spare CPU the two overlap."""
+    import semtrust.orchestrator.mediator  # noqa: F401
+
+
+def launch_loading_mediator(argv: Sequence[str]) -> Workload:
+    """``launch`` that imports the mediator while it waits for the listener."""
+    return launch(argv, meanwhile=_load_mediator)
+
+
 def run_domain(opts: RunOptions, *,
-               launcher: Callable[[Sequence[str]], Workload] = launch,
+               launcher: Callable[[Sequence[str]], Workload] = launch_loading_mediator,
                tma: TMA | None = None,
                report: Callable[[Domain], None] | None = None) -> int:
     """Run a workload in a new modeling domain; return its exit code.

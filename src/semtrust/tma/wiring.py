@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from semtrust.errors import InputError, SemtrustError
-from semtrust.events.jsonexport import format_aggregate, format_event, format_pseudonym
 from semtrust.events.record import Event
 from semtrust.model.tma import TMA, ModeledEvent, Verdict
 
@@ -29,8 +28,12 @@ class ExportingTMA:
     """
 
     def __init__(self, inner: TMA, publisher: Publisher) -> None:
+        # The export formatters, loaded here: a run that exports nothing never needs them.
+        from semtrust.events import jsonexport
+
         self.inner = inner
         self.publisher = publisher
+        self._export = jsonexport
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -40,20 +43,21 @@ class ExportingTMA:
 
     def set_aggregate(self, hw: bytes) -> None:
         self.inner.set_aggregate(hw)
-        self.publisher.publish([format_aggregate(hw)])
+        self.publisher.publish([self._export.format_aggregate(hw)])
 
     def add_pseudonym(self, value: bytes) -> None:
         self.inner.add_pseudonym(value)
-        self.publisher.publish([format_pseudonym(value)])
+        self.publisher.publish([self._export.format_pseudonym(value)])
 
     def load_model(self, model: Model, *, base: bytes | None = None,
                    aggregate: bytes | None = None) -> None:
         self.inner.load_model(model, base=base, aggregate=aggregate)
         agg = aggregate if aggregate is not None else model.aggregate
         if agg is not None:
-            self.publisher.publish([format_aggregate(agg)])
+            self.publisher.publish([self._export.format_aggregate(agg)])
         if model.pseudonyms:
-            self.publisher.publish([format_pseudonym(p) for p in sorted(model.pseudonyms)])
+            self.publisher.publish([self._export.format_pseudonym(p)
+                                    for p in sorted(model.pseudonyms)])
 
     def update(self, ev: ModeledEvent) -> Verdict:
         return self.update_coefficient(self.inner.coefficient(ev), ev)
@@ -61,7 +65,7 @@ class ExportingTMA:
     def update_coefficient(self, c: bytes, ev: ModeledEvent | None = None) -> Verdict:
         v = self.inner.update_coefficient(c, ev)
         if isinstance(ev, Event):
-            self.publisher.publish([format_event(ev)])
+            self.publisher.publish([self._export.format_event(ev)])
         return v
 
     def close(self) -> None:

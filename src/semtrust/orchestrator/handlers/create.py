@@ -20,7 +20,7 @@ import os
 import stat
 
 from semtrust.events import GenericCell
-from semtrust.events.jsonexport import generic_body
+from semtrust.events.generic import generic_body
 from semtrust.orchestrator.core import _NOOP, O_CLOEXEC, O_DIRECTORY, Ctx, Unmodelable, _s32
 from semtrust.orchestrator.created import CREATED_NAME, Creation, Relative
 from semtrust.orchestrator.emulate import AT_FDCWD, RESOLVE_NO_MAGICLINKS

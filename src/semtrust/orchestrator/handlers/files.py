@@ -13,7 +13,7 @@ from semtrust.events import (
     FileCell,
     GenericCell,
 )
-from semtrust.events.jsonexport import generic_body
+from semtrust.events.generic import generic_body
 from semtrust.model.coefficient import task_identity
 from semtrust.orchestrator.core import (
     _NOOP,
