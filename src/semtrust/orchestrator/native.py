@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from semtrust.events import Coe, Inode
 from semtrust.model.coefficient import coe_digest, inode_preimage
+from semtrust.model.tma import TMA
 from semtrust.sensors.fileinfo import PSEUDO_MAGICS
 
 if TYPE_CHECKING:
@@ -104,9 +105,11 @@ class NativeDecisions:
             self._state = state
             self.fp.set_pseudonyms(b"".join(sorted(tma.pseudonyms)))
             self.fp.set_created_dirs([os.fsencode(p) for p in med.created.dir_paths()])
-        if med.d.enforcing and not self._points_pushed:
+        if med.d.enforcing and not self._points_pushed and isinstance(tma, TMA):
             # The model's valid points: sealed, no point becomes valid or stops being
-            # so (unsealed, new ones are valid but unknown here: Python's).
+            # so (unsealed, new ones are valid but unknown here: Python's). Only an
+            # in-process TMA: an external or exporting one answers no point as known
+            # (every event goes to it in full), so no thread is registered anyway.
             self._points_pushed = True
             for co in tma.valid_points():
                 self.fp.add_point(co, self._slot(co))
