@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -113,15 +114,31 @@ def new_domain(name: str, opts: RunOptions, command: list[str], tma: TMA | None 
     return trust, domain
 
 
-def _load_mediator() -> None:
-    """Import the mediator (``Domain.serve`` needs it) while the workload's namespaces
-    and filter are being set up: on a machine with a spare CPU the two overlap."""
-    import semtrust.orchestrator.mediator  # noqa: F401
+#: What a serving domain imports on first use: the mediator, explanations and reports of
+#: events outside the model, the console's views, formats and request parser.
+SERVING_MODULES = (
+    "semtrust.orchestrator.mediator", "semtrust.model.explain", "semtrust.events.describe",
+    "semtrust.events.jsonexport", "semtrust.model.modelfile", "semtrust.model.views",
+    "semtrust.orchestrator.output", "semtrust.strict",
+)
+
+
+def preload_serving(signing: bool = False) -> None:
+    """Import every module the domain may need while it serves (``signing``: and the
+    attestation stack), before the workload is released.
+
+    Start-up defers these imports, but none may happen once the workload runs: a module
+    read from disk then could be one a workload wrote (in sealed mode an event outside
+    the model is recorded and allowed), and it would run inside the orchestrator.
+    """
+    for name in SERVING_MODULES + (("semtrust.attest.attestation",) if signing else ()):
+        importlib.import_module(name)
 
 
 def launch_loading_mediator(argv: Sequence[str]) -> Workload:
-    """``launch`` that imports the mediator while it waits for the listener."""
-    return launch(argv, meanwhile=_load_mediator)
+    """``launch`` that imports what serving needs while it waits for the listener (on a
+    machine with a spare CPU the two overlap)."""
+    return launch(argv, meanwhile=preload_serving)
 
 
 def run_domain(opts: RunOptions, *,
@@ -173,6 +190,7 @@ def run_domain(opts: RunOptions, *,
     prev[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = 1
     try:
+        preload_serving(trust.key is not None)  # done already unless another launcher
         workload.release()
         with profiled(profile.cprofile):
             domain.serve(workload.listener)

@@ -31,7 +31,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
     from semtrust.orchestrator.launch import set_nondumpable
     from semtrust.orchestrator.mgmt import MgmtServer, register_request, socket_path
     from semtrust.orchestrator.report import print_report
-    from semtrust.orchestrator.run import new_domain
+    from semtrust.orchestrator.run import new_domain, preload_serving
     from semtrust.sensors.seccomp import Listener
     from semtrust.tma.wiring import finish_tma, on_tma_lost
 
@@ -47,6 +47,7 @@ def mediator_main(plan_path: str, ctrl_fd: int, fan_fd: int) -> int:
         attach(dom, trust)
         on_tma_lost(tma, lambda: kill_cgroup(plan.cgroup))
         server = MgmtServer(dom, socket_path(plan.name))
+        preload_serving(trust.key is not None)  # nothing is imported once it runs
     except SemtrustError as exc:
         print(f"semtrust: {exc}", file=sys.stderr)
         return 2
