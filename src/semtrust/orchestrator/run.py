@@ -122,6 +122,12 @@ SERVING_MODULES = (
     "semtrust.orchestrator.output", "semtrust.strict",
 )
 
+#: And with a TMA key: what signing an attestation loads.
+SIGNING_MODULES = (
+    "semtrust.attest.attestation", "cryptography.hazmat.primitives.hashes",
+    "cryptography.hazmat.primitives.asymmetric.padding",
+)
+
 
 def preload_serving(signing: bool = False) -> None:
     """Import every module the domain may need while it serves (``signing``: and the
@@ -131,7 +137,7 @@ def preload_serving(signing: bool = False) -> None:
     read from disk then could be one a workload wrote (in sealed mode an event outside
     the model is recorded and allowed), and it would run inside the orchestrator.
     """
-    for name in SERVING_MODULES + (("semtrust.attest.attestation",) if signing else ()):
+    for name in SERVING_MODULES + (SIGNING_MODULES if signing else ()):
         importlib.import_module(name)
 
 
