@@ -32,7 +32,8 @@ from tests.integration.needs import need
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
                                 reason="seccomp sensor is x86_64 Linux only")
 
-WORKLOAD = r"""
+#: The workloads' headers and their open reporter (shared with test_native_firstseen).
+C_PRELUDE = r"""
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -46,14 +47,16 @@ WORKLOAD = r"""
 static void try_open(int dirfd, const char *path, int flags) {
     int fd = openat(dirfd, path, flags);
     if (fd < 0) { printf("%s:%d:err%d\n", path, flags, errno); return; }
-    char b[64];
+    char b[256];
     ssize_t n = (flags & O_DIRECTORY) ? 0 : read(fd, b, sizeof(b));
     unsigned sum = 0;
     for (ssize_t i = 0; i < n; i++) sum = sum * 31 + (unsigned char)b[i];
     printf("%s:%d:ok%u\n", path, flags, sum);
     close(fd);
 }
+"""
 
+WORKLOAD = C_PRELUDE + r"""
 static void try_mkdir(int dirfd, const char *path) {
     int rc = mkdirat(dirfd, path, 0755);
     printf("mkdir %s:%d\n", path, rc == 0 ? 0 : errno);

@@ -26,38 +26,17 @@ from semtrust.model.merge import merge_models
 from semtrust.model.modelfile import load_model
 from semtrust.orchestrator import native
 from tests.integration.needs import need
-from tests.integration.test_native_decisions import Run, both
+from tests.integration.test_native_decisions import C_PRELUDE, Run, both
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux" or os.uname().machine != "x86_64",
                                 reason="seccomp sensor is x86_64 Linux only")
 
 FILES = 200
 
-WORKLOAD = r"""
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+WORKLOAD = C_PRELUDE + r"""
 #ifndef VARIANT
 #define VARIANT 1
 #endif
-
-static void try_open(int dirfd, const char *path, int flags) {
-    int fd = openat(dirfd, path, flags);
-    if (fd < 0) { printf("%s:%d:err%d\n", path, flags, errno); return; }
-    char b[256];
-    ssize_t n = (flags & O_DIRECTORY) ? 0 : read(fd, b, sizeof(b));
-    unsigned sum = 0;
-    for (ssize_t i = 0; i < n; i++) sum = sum * 31 + (unsigned char)b[i];
-    printf("%s:%d:ok%u\n", path, flags, sum);
-    close(fd);
-}
 
 /* argv: mode tree-dir count [other-binary] */
 int main(int argc, char **argv) {

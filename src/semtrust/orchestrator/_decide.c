@@ -458,32 +458,30 @@ key_hash(uint64_t dev, uint64_t ino)
     return h ? h : 1;
 }
 
+/* Is h in the open-addressed set of `slots` entries (a power of two, never full)? */
+static int
+set_has(const uint64_t *set, uint32_t slots, uint64_t h)
+{
+    uint32_t i = (uint32_t)h & (slots - 1);
+    for (;;) {
+        if (set[i] == h)
+            return 1;
+        if (set[i] == 0)
+            return 0;
+        i = (i + 1) & (slots - 1);
+    }
+}
+
 static int
 created_has(const Fast *f, uint64_t h)
 {
-    if (f->created == NULL)
-        return 0;
-    uint32_t i = (uint32_t)h & (CREATED_SLOTS - 1);
-    for (;;) {
-        if (f->created[i] == h)
-            return 1;
-        if (f->created[i] == 0)
-            return 0;
-        i = (i + 1) & (CREATED_SLOTS - 1);
-    }
+    return f->created != NULL && set_has(f->created, CREATED_SLOTS, h);
 }
 
 static int
 cdir_has(const Fast *f, uint64_t h)
 {
-    uint32_t i = (uint32_t)h & (CDIR_SLOTS - 1);
-    for (;;) {
-        if (f->cdirs[i] == h)
-            return 1;
-        if (f->cdirs[i] == 0)
-            return 0;
-        i = (i + 1) & (CDIR_SLOTS - 1);
-    }
+    return set_has(f->cdirs, CDIR_SLOTS, h);
 }
 
 /* Is a prefix of the task-view name (cut before a '/', as CreatedTable.dirs_above
