@@ -35,7 +35,10 @@ setup(
         ),
         Extension(
             "semtrust.orchestrator._decide",
-            sources=["src/semtrust/orchestrator/_decide.c"],
+            sources=["src/semtrust/orchestrator/_decide.c",
+                     "src/semtrust/orchestrator/_decide_tables.c",
+                     "src/semtrust/orchestrator/_decide_firstseen.c"],
+            depends=["src/semtrust/orchestrator/_decide.h"],
             libraries=["crypto"],
             optional=True,
         ),
