@@ -107,6 +107,7 @@ typedef struct {
     int wake;
     int emulate;
     int roots_ok;        /* Python: no call that may change a root is in flight */
+    int selffd;          /* /proc/self/fd (O_PATH), for our descriptors' names */
     uint64_t answered;   /* decisions answered here */
     uint64_t handed;     /* notifications handed to Python */
     uint64_t why[8];     /* why they were: see Fast_get_handed */
