@@ -136,6 +136,13 @@ class NativeDecisions:
             self.fp.clear()
             self._objects.clear()
 
+    def forget_object(self, dev: int, ino: int) -> None:
+        """``(dev, ino)`` may change without a new state (see FileInfo.note_writable): no
+        recorded decision may answer for it again. (First-seen opens hash every time.)"""
+        if (dev, ino) in self._objects:
+            self.fp.clear()
+            self._objects.clear()
+
     def unregister(self, tid: int) -> None:
         """Python handles a call of ``tid``: it may change what the thread is."""
         self.fp.forget_thread(tid)
@@ -197,9 +204,10 @@ class NativeDecisions:
                      st.st_mode, st.st_uid, st.st_gid)
             if self.med.d.enforcing:
                 self.fp.described(c.tid, token, kflags, *ident, link)
-            if self.repeated:
+            if self.repeated and not med.fi.is_volatile(st.st_dev, st.st_ino):
                 # Only a path opened before is replayed by entry (the perf filter: most
-                # paths are opened once; those are computed, enforcing).
+                # paths are opened once; those are computed, enforcing); never a file the
+                # domain may be changing through a mapping.
                 self._objects.add((st.st_dev, st.st_ino))
                 self.fp.learn(token, kflags, *ident, link, self._slot(co))
         self.fp.register(c.tid, token)

@@ -58,13 +58,17 @@ class Describer(Resolver):
             kflags = _kernel_flags(flags)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                    st.st_mode, st.st_uid, st.st_gid, kflags, shown, rel, measure)
-            desc = self._desc.get(key)
+            # A file the domain may be changing through a mapping is described afresh.
+            volatile = self.fi.is_volatile(st.st_dev, st.st_ino)
+            desc = None if volatile else self._desc.get(key)
             if desc is None:
                 if rel is None:
                     desc = self.fi.describe(fd, kflags, shown, st=st, hash_content=True)
                 else:
                     desc = self.fi.describe(fd, kflags, rel.pathname, st=st, owner=rel.owner,
                                             instance=rel.depth, measure_created=measure)
+                if volatile:
+                    return desc
                 if len(self._desc) >= MAX_DESC_CACHE:
                     self._desc.clear()
                 self._desc[key] = desc

@@ -169,6 +169,28 @@ class FileInfo:
         self._failed: dict[tuple[int, int, int, int, int], OSError] = {}
         self._wake_r = self._wake_w = -1
         self.waiting = 0
+        # Files a domain process opened for reading and writing: it may map one shared
+        # and writable, and change its content with no new time stamps (they move only
+        # at the first write fault on a clean page). Their digests are never reused.
+        self._volatile: set[tuple[int, int]] = set()
+        self._all_volatile = False  # too many to keep: no digest is reused at all
+
+    def note_writable(self, dev: int, ino: int) -> None:
+        """A domain process holds ``(dev, ino)`` open for reading and writing."""
+        if self._all_volatile:
+            return
+        if len(self._volatile) >= MAX_DIGEST_CACHE:
+            self._all_volatile = True
+            self._volatile.clear()
+            self._digests.clear()
+            return
+        self._volatile.add((dev, ino))
+        for key in [k for k in self._digests if k[0] == dev and k[1] == ino]:
+            del self._digests[key]
+
+    def is_volatile(self, dev: int, ino: int) -> bool:
+        """Must this file's content be hashed again at every description?"""
+        return self._all_volatile or (dev, ino) in self._volatile
 
     @property
     def wakeup(self) -> int:
@@ -234,7 +256,8 @@ class FileInfo:
         if not stat.S_ISREG(st.st_mode) or magic in PSEUDO_MAGICS:
             return EMPTY_DIGEST
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        d = self._digests.get(key)
+        volatile = self.is_volatile(st.st_dev, st.st_ino)
+        d = None if volatile else self._digests.get(key)
         if d is not None:
             return d
         failed = self._failed.get(key)
@@ -248,6 +271,8 @@ class FileInfo:
             d = self._async(fd, key, job)
         else:
             d = _hash_object(fd, self.cancel, self.max_bytes, st.st_size)
+        if volatile:
+            return d
         if len(self._digests) >= MAX_DIGEST_CACHE:
             self._digests.clear()
         self._digests[key] = d

@@ -114,6 +114,7 @@ class FileHandlers(Describer):
         if self.decide(c, [self.event(c, "file_open", self.file_cell(desc))]):
             self.lst.deny(c.n.id, errno.EPERM)
             return
+        self._note_writable(flags, self.last_st)
         if self.lst.allow(c.n.id) and self.native is not None and not self.d.enforcing:
             self.native.learn(c, flags)
 
@@ -165,6 +166,7 @@ class FileHandlers(Describer):
             if self.decide(c, [ev]):
                 self.lst.deny(c.n.id, errno.EPERM)
                 return
+            self._note_writable(flags, st)
             if flags & O_TRUNC and not created and stat.S_ISREG(st.st_mode):
                 try:
                     with self.creds.as_task(c.st) if self.creds.needed(c.st) else _NOOP:
@@ -183,6 +185,16 @@ class FileHandlers(Describer):
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _note_writable(self, flags: int, st: os.stat_result | None) -> None:
+        """A domain process gets a regular file open for reading and writing: it can map
+        it shared and writable and change its content with no new time stamps, so the
+        file is hashed afresh at every later description, natively too."""
+        if st is None or (flags & O_ACCMODE) != os.O_RDWR or not stat.S_ISREG(st.st_mode):
+            return
+        self.fi.note_writable(st.st_dev, st.st_ino)
+        if self.native is not None:
+            self.native.forget_object(st.st_dev, st.st_ino)
 
     def _open_via_path_fd(self, c: Ctx, dirfd: int, path: bytes, flags: int, mode: int,
                           res: int, creating: bool) -> tuple[int, bool]:
