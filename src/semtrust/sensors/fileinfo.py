@@ -177,7 +177,8 @@ class FileInfo:
 
     def note_writable(self, dev: int, ino: int) -> None:
         """A domain process holds ``(dev, ino)`` open for reading and writing."""
-        if self._all_volatile:
+        # Digests already kept for it stay where they are: ``digest`` no longer looks.
+        if self._all_volatile or (dev, ino) in self._volatile:
             return
         if len(self._volatile) >= MAX_DIGEST_CACHE:
             self._all_volatile = True
@@ -185,8 +186,6 @@ class FileInfo:
             self._digests.clear()
             return
         self._volatile.add((dev, ino))
-        for key in [k for k in self._digests if k[0] == dev and k[1] == ino]:
-            del self._digests[key]
 
     def is_volatile(self, dev: int, ino: int) -> bool:
         """Must this file's content be hashed again at every description?"""
